@@ -1,0 +1,85 @@
+"""hyperqueue: an embeddable async job queue, and the resilience parts around jobs.
+
+Errors: everything raised on purpose derives from :class:`HyperqueueError`:
+:class:`JobNotFound`, :class:`UnknownTask`, :class:`ArgumentError` (arguments that do
+not match a task's signature), :class:`OptionError` (an enqueue option that cannot
+work), :class:`InvalidTransition` (cancel a finished job, retry a pending one),
+:class:`JobTimeout` and :class:`StorageError`.
+"""
+
+from __future__ import annotations
+
+from ._clock import Clock, SystemClock
+from ._errors import (
+    ArgumentError,
+    HyperqueueError,
+    InvalidTransition,
+    JobNotFound,
+    JobTimeout,
+    OptionError,
+    StorageError,
+    UnknownTask,
+)
+from ._events import (
+    Event,
+    EventBus,
+    JobCancelled,
+    JobCompleted,
+    JobEnqueued,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobRescued,
+    JobRetrying,
+    JobStarted,
+)
+from ._memory import MemoryStorage
+from ._models import Job, JobStatus, Outcome, Page, Priority, QueueStats
+from ._queue import Queue
+from ._retry import Retry
+from ._run import run_worker
+from ._task import Submission, Task, TaskCall
+from ._worker import Worker, WorkerStats, current_job, report_progress
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError",
+    "Clock",
+    "Event",
+    "EventBus",
+    "HyperqueueError",
+    "InvalidTransition",
+    "Job",
+    "JobCancelled",
+    "JobCompleted",
+    "JobEnqueued",
+    "JobEvent",
+    "JobFailed",
+    "JobNotFound",
+    "JobProgress",
+    "JobRescued",
+    "JobRetrying",
+    "JobStarted",
+    "JobStatus",
+    "JobTimeout",
+    "MemoryStorage",
+    "OptionError",
+    "Outcome",
+    "Page",
+    "Priority",
+    "Queue",
+    "QueueStats",
+    "Retry",
+    "StorageError",
+    "Submission",
+    "SystemClock",
+    "Task",
+    "TaskCall",
+    "UnknownTask",
+    "Worker",
+    "WorkerStats",
+    "current_job",
+    "report_progress",
+    "run_worker",
+]

@@ -1,0 +1,81 @@
+"""The exception tree of hyperqueue.
+
+Every error hyperqueue raises on purpose derives from :class:`HyperqueueError`, so a
+host can catch them all in one place. Where the meaning matches a builtin, the builtin
+is mixed in (``JobNotFound`` is a ``LookupError``, ``JobTimeout`` a ``TimeoutError``)
+so code that already handles the builtin keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentError",
+    "HyperqueueError",
+    "InvalidTransition",
+    "JobNotFound",
+    "JobTimeout",
+    "OptionError",
+    "StorageError",
+    "UnknownTask",
+]
+
+
+class HyperqueueError(Exception):
+    """Base class of every error raised by hyperqueue."""
+
+
+class JobNotFound(HyperqueueError, LookupError):
+    """No job has the given id (or it was pruned)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job with id {job_id!r}")
+        self.job_id = job_id
+
+
+class UnknownTask(HyperqueueError, LookupError):
+    """A job names a task that is not registered on the queue."""
+
+    def __init__(self, task: str, known: tuple[str, ...] = ()) -> None:
+        hint = f"; registered tasks: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unknown task {task!r}{hint}")
+        self.task = task
+
+
+class ArgumentError(HyperqueueError, TypeError):
+    """The arguments of a job do not match its task's signature.
+
+    ``argument`` names the offending parameter when one can be named.
+    """
+
+    def __init__(self, task: str, message: str, *, argument: str | None = None) -> None:
+        where = f" (argument {argument!r})" if argument else ""
+        super().__init__(f"invalid arguments for task {task!r}{where}: {message}")
+        self.task = task
+        self.argument = argument
+        self.reason = message
+
+
+class OptionError(HyperqueueError, ValueError):
+    """An enqueue option (priority, delay, timeout, ...) has a value that cannot work."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"invalid option {option!r}: {message}")
+        self.option = option
+
+
+class InvalidTransition(HyperqueueError, ValueError):
+    """The job is not in a status that allows the requested change."""
+
+    def __init__(self, job_id: str, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} job {job_id!r}: it is {status}")
+        self.job_id = job_id
+        self.status = status
+        self.action = action
+
+
+class JobTimeout(HyperqueueError, TimeoutError):
+    """A job ran past its timeout, or :meth:`Queue.wait` gave up waiting."""
+
+
+class StorageError(HyperqueueError):
+    """A storage backend could not do what was asked (corrupt, locked, newer schema...)."""

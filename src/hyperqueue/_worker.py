@@ -1,0 +1,444 @@
+"""The worker pool: a few long-lived runner tasks that claim jobs in batches.
+
+No task is spawned per job. ``concurrency`` runners share a small buffer of claimed
+jobs; whichever runner finds it empty claims the next batch (at most the free capacity,
+so every claimed job starts at once) while the others wait to be handed work. An idle
+pool waits on the storage's listener, the clock (for the next delayed job) and the stop
+signal, so new work starts at once and nothing polls.
+
+Each runner executes jobs inside its own cancel scope. Cancelling a running job, a lost
+lease and the end of a drain all cancel that scope; the runner records why, settles the
+job and starts a fresh scope. Timeouts use a per-job scope from the clock, only for jobs
+that have a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import traceback as tb_module
+from collections import deque
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from contextvars import ContextVar
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+
+from ._errors import HyperqueueError, JobTimeout
+from ._events import (
+    JobCompleted,
+    JobFailed,
+    JobProgress,
+    JobRescued,
+    JobRetrying,
+    JobStarted,
+)
+from ._models import Job, JobStatus, Outcome
+
+if TYPE_CHECKING:
+    from ._queue import Queue
+    from .abc import WorkListener
+
+__all__ = ["Worker", "WorkerStats", "current_job", "report_progress"]
+
+_COMPLETED = JobStatus.COMPLETED
+_FAILED = JobStatus.FAILED
+_PENDING = JobStatus.PENDING
+_CANCELLED = JobStatus.CANCELLED
+
+
+class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
+    """Figures of one worker pool since it started."""
+
+    name: str
+    concurrency: int
+    running: int
+    completed: int
+    failed: int
+    retried: int
+    cancelled: int
+    lost: int
+
+
+class _Runner:
+    __slots__ = ("job", "reason", "scope", "wake", "worker")
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.job: Job | None = None
+        self.reason: str | None = None
+        self.scope: anyio.CancelScope | None = None
+        self.wake: anyio.Event | None = None
+
+
+_current: ContextVar[_Runner] = ContextVar("hyperqueue_runner")
+
+
+def current_job() -> Job:
+    """The job the calling task is running; raises LookupError outside a job."""
+    job = _current.get().job
+    if job is None:
+        raise LookupError("not inside a running job")
+    return job
+
+
+async def report_progress(progress: Any) -> None:
+    """Record the progress of the running job (any JSON-like value: 0.5, {"done": 3})."""
+    runner = _current.get()
+    job = runner.job
+    if job is None:
+        raise LookupError("not inside a running job")
+    worker = runner.worker
+    queue = worker._queue
+    value = msgspec.to_builtins(progress)
+    if await queue.storage.set_progress(job.id, job.token, value) and queue.events.active:
+        job = msgspec.structs.replace(job, progress=value)
+        queue.events.publish(JobProgress(at=queue.clock.now(), job=job))
+
+
+class Worker:
+    """A pool of runners for one queue; see :meth:`Queue.worker`."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        *,
+        concurrency: int,
+        queues: Sequence[str] | None,
+        lease: float,
+        drain_timeout: float,
+        name: str | None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if not lease > 0:
+            raise ValueError("lease must be > 0 seconds")
+        if not drain_timeout >= 0:
+            raise ValueError("drain_timeout must be >= 0 seconds")
+        self._queue = queue
+        self.concurrency = concurrency
+        self.queues = tuple(queues) if queues is not None else None
+        self.lease = lease
+        self.drain_timeout = drain_timeout
+        self.name = name or f"worker-{os.getpid()}-{secrets.token_hex(3)}"
+        self._runners = [_Runner(self) for _ in range(concurrency)]
+        self._buffer: deque[Job] = deque()
+        self._idle: deque[_Runner] = deque()
+        self._waking = 0
+        self._busy = 0
+        self._claiming = False
+        self._stopping = False
+        self._stop: anyio.Event | None = None
+        self._drained: anyio.Event | None = None
+        self._listener: WorkListener | None = None
+        self._stack: AsyncExitStack | None = None
+        self._maintenance: anyio.CancelScope | None = None
+        self._counts = dict.fromkeys(
+            ("completed", "failed", "retried", "cancelled", "lost"), 0
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Worker:
+        queue = self._queue
+        await queue.open()
+        self._stop = anyio.Event()
+        self._drained = anyio.Event()
+        async with AsyncExitStack() as stack:
+            self._listener = await stack.enter_async_context(queue.storage.listen())
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self._maintain)
+            for runner in self._runners:
+                tg.start_soon(self._run, runner, name=f"{self.name} runner")
+            queue._workers.append(self)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._stack is not None
+        try:
+            with anyio.CancelScope(shield=exc_type is not None):
+                await self.drain(0.0 if exc_type is not None else self.drain_timeout)
+        finally:
+            if self in self._queue._workers:
+                self._queue._workers.remove(self)
+        return await self._stack.__aexit__(exc_type, exc, tb)
+
+    async def drain(self, timeout: float) -> None:
+        """Stop claiming; let running jobs finish for ``timeout`` s, then hand them back."""
+        assert self._stop is not None and self._drained is not None
+        self._stopping = True
+        self._stop.set()
+        while self._idle:
+            self._wake_one()
+        if self._buffer:  # claimed but never started: straight back to pending
+            jobs = list(self._buffer)
+            self._buffer.clear()
+            await self._settle([_released(job) for job in jobs], jobs)
+        if self._busy:
+            with self._queue.clock.cancel_after(timeout):
+                await self._drained.wait()
+        for runner in self._runners:
+            if runner.job is not None and runner.scope is not None:
+                runner.reason = "drain"
+                runner.scope.cancel()
+        if self._busy:
+            await self._drained.wait()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+
+    def stats(self) -> WorkerStats:
+        return WorkerStats(
+            name=self.name, concurrency=self.concurrency, running=self._busy, **self._counts
+        )
+
+    def _interrupt(self, job_id: str, reason: str) -> bool:
+        """Cancel the job where it runs in this pool; False if it does not run here."""
+        for runner in self._runners:
+            job = runner.job
+            if job is not None and job.id == job_id and runner.scope is not None:
+                runner.reason = reason
+                runner.scope.cancel()
+                return True
+        for job in self._buffer:
+            if job.id == job_id:
+                self._buffer.remove(job)
+                return True
+        return False
+
+    # -- runners ---------------------------------------------------------------------
+
+    def _wake_one(self) -> None:
+        runner = self._idle.popleft()
+        self._waking += 1
+        assert runner.wake is not None
+        runner.wake.set()
+
+    async def _park(self, runner: _Runner) -> None:
+        runner.wake = anyio.Event()
+        self._idle.append(runner)
+        try:
+            await runner.wake.wait()
+        finally:
+            if runner in self._idle:  # cancelled while parked
+                self._idle.remove(runner)
+            else:
+                self._waking -= 1
+
+    async def _run(self, runner: _Runner) -> None:
+        _current.set(runner)
+        while True:
+            with anyio.CancelScope() as scope:
+                runner.scope = scope
+                await self._serve(runner)
+                return
+            await self._interrupted(runner)
+
+    async def _serve(self, runner: _Runner) -> None:
+        buffer = self._buffer
+        while True:
+            if buffer:
+                job = buffer.popleft()
+                if buffer and self._idle and not self._waking:
+                    self._wake_one()
+                await self._execute(runner, job)
+            elif self._stopping:
+                return
+            elif self._claiming:
+                await self._park(runner)
+            else:
+                await self._claim()
+                await anyio.lowlevel.checkpoint()
+
+    async def _claim(self) -> None:
+        queue = self._queue
+        storage = queue.storage
+        clock = queue.clock
+        listener = self._listener
+        assert listener is not None
+        self._claiming = True
+        try:
+            while not self._stopping:
+                listener.clear()
+                free = self.concurrency - self._busy - len(self._buffer)
+                now = clock.now()
+                jobs = await storage.claim(
+                    self.queues, limit=free, now=now, lease=self.lease, worker=self.name
+                )
+                if jobs and self._stopping:  # drain began while we claimed
+                    await self._settle([_released(job) for job in jobs], jobs)
+                    return
+                if jobs:
+                    self._buffer.extend(jobs)
+                    events = queue.events
+                    if events.active:
+                        for job in jobs:
+                            events.publish(JobStarted(at=now, job=job))
+                    return
+                await self._wait_for_work(listener)
+        finally:
+            self._claiming = False
+            if self._idle and not self._waking:
+                self._wake_one()  # hand the claim duty (or the new jobs) on
+
+    async def _wait_for_work(self, listener: WorkListener) -> None:
+        queue = self._queue
+        clock = queue.clock
+        next_at = await queue.storage.next_run_at(self.queues)
+        delay = None if next_at is None else next_at - clock.now()
+        if delay is not None and delay <= 0:
+            # due work that another claimer took between our claim and this look:
+            # claim again, after a short real pause so a confused backend cannot spin us
+            await anyio.sleep(0.001)
+            return
+        stop = self._stop
+        assert stop is not None
+        async with anyio.create_task_group() as tg:
+
+            async def first(wait: Any, *args: Any) -> None:
+                await wait(*args)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, listener.wait)
+            tg.start_soon(first, stop.wait)
+            if delay is not None:
+                tg.start_soon(first, clock.sleep, delay)
+
+    async def _execute(self, runner: _Runner, job: Job) -> None:
+        queue = self._queue
+        task = queue.tasks.get(job.task)
+        self._busy += 1
+        runner.job = job
+        try:
+            await self._attempt(runner, job, task)
+        finally:
+            self._busy -= 1
+            if self._stopping and not self._busy:
+                assert self._drained is not None
+                self._drained.set()
+
+    async def _attempt(self, runner: _Runner, job: Job, task: Any) -> None:
+        queue = self._queue
+        try:
+            if task is None:
+                raise HyperqueueError(f"no task named {job.task!r} is registered in this worker")
+            args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
+            if job.timeout is None:
+                result = await task.fn(*args, **kwargs)
+            else:
+                with queue.clock.cancel_after(job.timeout) as timer:
+                    result = await task.fn(*args, **kwargs)
+                if timer.cancelled_caught:
+                    raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
+            outcome = Outcome(
+                id=job.id, token=job.token, status=_COMPLETED, result=msgspec.to_builtins(result)
+            )
+        except Exception as exc:
+            outcome = self._failure(job, task, exc)
+        runner.job = None
+        await self._settle([outcome], [job])
+
+    def _failure(self, job: Job, task: Any, exc: Exception) -> Outcome:
+        error = f"{type(exc).__name__}: {exc}"
+        trace = "".join(tb_module.format_exception(exc))
+        policy = task.retry if task is not None else None
+        if policy is not None and job.attempts < job.max_attempts and policy.retries(exc):
+            run_at = self._queue.clock.now() + policy.delay(job.attempts)
+            return Outcome(
+                id=job.id,
+                token=job.token,
+                status=_PENDING,
+                error=error,
+                traceback=trace,
+                run_at=run_at,
+            )
+        return Outcome(id=job.id, token=job.token, status=_FAILED, error=error, traceback=trace)
+
+    async def _interrupted(self, runner: _Runner) -> None:
+        """Settle the job whose runner scope was cancelled, by the reason recorded."""
+        job, reason = runner.job, runner.reason
+        runner.job = runner.reason = None
+        if job is None:  # the job ended just before the cancel landed
+            return
+        with anyio.CancelScope(shield=True):
+            if reason == "drain":
+                await self._settle([_released(job)], [job])
+            elif reason == "lost":
+                self._counts["lost"] += 1
+            else:  # cancelled through the queue, which already stored and announced it
+                self._counts["cancelled"] += 1
+
+    async def _settle(self, outcomes: list[Outcome], jobs: list[Job]) -> None:
+        queue = self._queue
+        now = queue.clock.now()
+        stored = await queue.storage.finish(outcomes, now=now)
+        events = queue.events
+        counts = self._counts
+        for outcome, job in zip(outcomes, stored, strict=True):
+            if job is None:  # fenced off: cancelled or re-claimed meanwhile
+                continue
+            status = job.status
+            if status is _COMPLETED:
+                counts["completed"] += 1
+                if events.active:
+                    events.publish(JobCompleted(at=now, job=job))
+            elif status is _PENDING:
+                if not outcome.released:
+                    counts["retried"] += 1
+                    if events.active:
+                        events.publish(JobRetrying(at=now, job=job))
+                continue
+            elif status is _FAILED:
+                counts["failed"] += 1
+                if events.active:
+                    events.publish(JobFailed(at=now, job=job))
+            queue._finished(job)
+
+    # -- leases ----------------------------------------------------------------------
+
+    async def _maintain(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Renew leases of claimed jobs and rescue jobs whose lease expired elsewhere."""
+        queue = self._queue
+        with anyio.CancelScope() as scope:
+            self._maintenance = scope
+            task_status.started()
+            while True:
+                await queue.clock.sleep(self.lease / 3)
+                await self._heartbeat()
+                await self._rescue()
+
+    async def _heartbeat(self) -> None:
+        queue = self._queue
+        held = [runner.job for runner in self._runners if runner.job is not None]
+        held += self._buffer
+        if not held:
+            return
+        leases = [(job.id, job.token) for job in held]
+        kept = await queue.storage.extend(leases, now=queue.clock.now(), lease=self.lease)
+        for job, ok in zip(held, kept, strict=True):
+            if not ok:
+                self._interrupt(job.id, "lost")
+
+    async def _rescue(self) -> None:
+        queue = self._queue
+        now = queue.clock.now()
+        rescued = await queue.storage.rescue(now=now)
+        for job in rescued:
+            if job.status.is_final:
+                queue._finished(job)
+            if queue.events.active:
+                queue.events.publish(JobRescued(at=now, job=job))
+
+
+def _released(job: Job) -> Outcome:
+    return Outcome(id=job.id, token=job.token, status=_PENDING, released=True)

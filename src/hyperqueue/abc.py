@@ -1,0 +1,134 @@
+"""Extension points: the storage protocol that every backend implements.
+
+Storage is the single source of truth for job state. It is batch-first: every call that
+changes jobs takes many at once, so a backend with round trips (SQLite, PostgreSQL) can
+turn a batch into a few statements. Time is always passed in (``now``) from the queue's
+clock, so backends never read a clock and tests can drive time.
+
+The contract suite in :mod:`hyperqueue.testing` pins the behaviour every backend must
+share; run it against a new backend before trusting it with jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, runtime_checkable
+
+from ._clock import Clock
+from ._models import Job, JobStatus, Outcome, Page
+
+__all__ = ["Clock", "Storage", "WorkListener"]
+
+
+@runtime_checkable
+class WorkListener(Protocol):
+    """Tells one worker that new work may be ready, without polling a fixed interval.
+
+    The signal is sticky: a change that arrives between :meth:`clear` and :meth:`wait`
+    is not lost, so the pattern ``clear(); claim(); if nothing: await wait()`` is safe.
+    """
+
+    def clear(self) -> None: ...
+
+    async def wait(self) -> None:
+        """Return once work may be ready (at once if it was signalled since ``clear``)."""
+        ...
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Durable job state. All methods are safe to call concurrently."""
+
+    async def open(self) -> None:
+        """Prepare the backend (connect, migrate); calling it twice is harmless."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    async def enqueue(
+        self, jobs: Sequence[Job], *, now: float, key_ttl: float | None
+    ) -> list[Job]:
+        """Store new pending jobs; returns one job per input, in order.
+
+        A job whose idempotency ``key`` was seen within ``key_ttl`` seconds (forever when
+        ``None``) is not stored again: the existing job is returned in its place, which
+        callers detect by its different id. Returns only once the jobs are durable.
+        """
+        ...
+
+    async def claim(
+        self,
+        queues: Sequence[str] | None,
+        *,
+        limit: int,
+        now: float,
+        lease: float,
+        worker: str,
+    ) -> list[Job]:
+        """Take up to ``limit`` due pending jobs and mark them running under a lease.
+
+        Order: priority, then ``run_at``, then first in first out. Each claimed job gets
+        ``attempts + 1``, a new fencing ``token``, ``started_at = now`` and
+        ``lease_until = now + lease``. ``queues=None`` claims from every queue. No job is
+        ever handed to two claimers whose leases are both live.
+        """
+        ...
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
+        """Apply outcomes of claimed jobs; ``None`` where the fencing token was stale.
+
+        An outcome is accepted only while the job is running with the same token: a
+        worker that lost its lease (or whose job was cancelled) cannot overwrite it.
+        """
+        ...
+
+    async def extend(
+        self, leases: Sequence[tuple[str, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        """Renew the leases of ``(id, token)`` pairs; ``False`` where the claim is lost."""
+        ...
+
+    async def rescue(self, *, now: float) -> list[Job]:
+        """Return running jobs whose lease expired to pending, or fail them when their
+        attempts are used up; returns the jobs changed."""
+        ...
+
+    async def cancel(self, job_id: str, *, now: float) -> Job:
+        """Cancel a pending or running job; raises JobNotFound or InvalidTransition."""
+        ...
+
+    async def retry(self, job_id: str, *, now: float) -> Job:
+        """Send a failed or cancelled job back to pending with fresh attempts."""
+        ...
+
+    async def set_progress(self, job_id: str, token: int, progress: object) -> bool:
+        """Record the progress of a running job; ``False`` if the claim is stale."""
+        ...
+
+    async def get(self, job_id: str) -> Job | None: ...
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        """Jobs newest first (by id), filtered; ``cursor`` is the previous page's."""
+        ...
+
+    async def counts(self) -> dict[str, dict[JobStatus, int]]:
+        """Number of jobs per queue per status."""
+        ...
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        """The earliest ``run_at`` of a pending job in ``queues``, or ``None``."""
+        ...
+
+    def listen(self) -> AbstractAsyncContextManager[WorkListener]:
+        """A listener that is signalled whenever new work may have become ready."""
+        ...
