@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from ._errors import ArgumentError
+from ._json import args_to_json_form
 
 __all__ = ["Signature"]
 
@@ -100,8 +101,7 @@ class Signature:
         if not args and not kwargs and not self._required:
             return (), {}
         try:
-            args = msgspec.to_builtins(tuple(args))
-            kwargs = msgspec.to_builtins(dict(kwargs)) if kwargs else {}
+            args, kwargs = args_to_json_form(tuple(args), dict(kwargs) if kwargs else {})
         except TypeError as exc:
             raise ArgumentError(self.name, f"arguments must be serializable: {exc}") from None
         self._bind(args, kwargs)

@@ -30,6 +30,7 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import HyperqueueError, JobTimeout
+from ._json import to_json_form
 from ._events import (
     JobCompleted,
     JobFailed,
@@ -95,7 +96,7 @@ async def report_progress(progress: Any) -> None:
         raise LookupError("not inside a running job")
     worker = runner.worker
     queue = worker._queue
-    value = msgspec.to_builtins(progress)
+    value = to_json_form(progress)
     if await queue.storage.set_progress(job.id, job.token, value) and queue.events.active:
         job = msgspec.structs.replace(job, progress=value)
         queue.events.publish(JobProgress(at=queue.clock.now(), job=job))
@@ -172,7 +173,10 @@ class Worker:
         finally:
             if self in self._queue._workers:
                 self._queue._workers.remove(self)
-        return await self._stack.__aexit__(exc_type, exc, tb)
+        # every runner has returned: close the task group as if the body had succeeded,
+        # so the body's own exception propagates as it is, not wrapped in a group
+        await self._stack.__aexit__(None, None, None)
+        return None
 
     async def drain(self, timeout: float) -> None:
         """Stop claiming; let running jobs finish for ``timeout`` s, then hand them back."""
@@ -341,7 +345,7 @@ class Worker:
                 if timer.cancelled_caught:
                     raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
             outcome = Outcome(
-                id=job.id, token=job.token, status=_COMPLETED, result=msgspec.to_builtins(result)
+                id=job.id, token=job.token, status=_COMPLETED, result=to_json_form(result)
             )
         except Exception as exc:
             outcome = self._failure(job, task, exc)
