@@ -13,6 +13,7 @@ import heapq
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+
 import anyio
 from msgspec.structs import replace
 
@@ -146,9 +147,7 @@ class MemoryStorage:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def enqueue(
-        self, jobs: Sequence[Job], *, now: float, key_ttl: float | None
-    ) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
         out: list[Job] = []
         if self._key_expiry:
             self._forget_expired_keys(now)
@@ -248,9 +247,7 @@ class MemoryStorage:
                     attempts=job.attempts - 1 if outcome.released else job.attempts,
                     run_at=now if outcome.run_at is None else outcome.run_at,
                     error=outcome.error if outcome.error is not None else job.error,
-                    traceback=outcome.traceback
-                    if outcome.traceback is not None
-                    else job.traceback,
+                    traceback=outcome.traceback if outcome.traceback is not None else job.traceback,
                     lease_until=None,
                 )
                 self._push(job, now)
@@ -297,9 +294,7 @@ class MemoryStorage:
                 continue
             message = f"lease expired on worker {job.worker!r}"
             if job.attempts >= job.max_attempts:
-                job = replace(
-                    job, status=_FAILED, error=message, finished_at=now, lease_until=None
-                )
+                job = replace(job, status=_FAILED, error=message, finished_at=now, lease_until=None)
             else:
                 job = replace(job, status=_PENDING, run_at=now, error=message, lease_until=None)
                 self._push(job, now)
@@ -389,9 +384,7 @@ class MemoryStorage:
                 and (tenant is None or job.tenant == tenant)
             )
 
-        found = heapq.nlargest(
-            limit + 1, filter(keep, self._jobs.values()), key=lambda job: job.id
-        )
+        found = heapq.nlargest(limit + 1, filter(keep, self._jobs.values()), key=lambda job: job.id)
         more = len(found) > limit
         items = found[:limit]
         return Page(items=items, next_cursor=items[-1].id if more else None)

@@ -113,6 +113,7 @@ class Queue:
     @overload
     def task(
         self,
+        /,
         *,
         name: str | None = None,
         queue: str = "default",
@@ -224,7 +225,9 @@ class Queue:
             max_attempts=max_attempts or task.max_attempts,
             key=key,
             tenant=tenant,
-            timeout=task.timeout if timeout is None else _seconds("timeout", timeout, positive=True),
+            timeout=task.timeout
+            if timeout is None
+            else _seconds("timeout", timeout, positive=True),
             created_at=now,
             run_at=when,
         )

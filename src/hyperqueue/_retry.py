@@ -24,7 +24,7 @@ class Retry:
     on any ``Exception``.
     """
 
-    __slots__ = ("attempts", "backoff", "jitter", "max_backoff", "multiplier", "on", "_wait")
+    __slots__ = ("_wait", "attempts", "backoff", "jitter", "max_backoff", "multiplier", "on")
 
     def __init__(
         self,

@@ -44,6 +44,7 @@ class Task(Generic[P, R]):
     """An async function that a worker runs as a job. Calling it runs it directly."""
 
     __slots__ = (
+        "_owner",
         "fn",
         "max_attempts",
         "name",
@@ -52,7 +53,6 @@ class Task(Generic[P, R]):
         "retry",
         "signature",
         "timeout",
-        "_owner",
     )
 
     def __init__(

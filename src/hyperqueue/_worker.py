@@ -30,7 +30,6 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import HyperqueueError, JobTimeout
-from ._json import to_json_form
 from ._events import (
     JobCompleted,
     JobFailed,
@@ -39,6 +38,7 @@ from ._events import (
     JobRetrying,
     JobStarted,
 )
+from ._json import to_json_form
 from ._models import Job, JobStatus, Outcome
 
 if TYPE_CHECKING:
@@ -139,9 +139,7 @@ class Worker:
         self._listener: WorkListener | None = None
         self._stack: AsyncExitStack | None = None
         self._maintenance: anyio.CancelScope | None = None
-        self._counts = dict.fromkeys(
-            ("completed", "failed", "retried", "cancelled", "lost"), 0
-        )
+        self._counts = dict.fromkeys(("completed", "failed", "retried", "cancelled", "lost"), 0)
 
     # -- lifecycle -------------------------------------------------------------------
 

@@ -46,9 +46,7 @@ class Storage(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def enqueue(
-        self, jobs: Sequence[Job], *, now: float, key_ttl: float | None
-    ) -> list[Job]:
+    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
         """Store new pending jobs; returns one job per input, in order.
 
         A job whose idempotency ``key`` was seen within ``key_ttl`` seconds (forever when

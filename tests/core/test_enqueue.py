@@ -65,7 +65,10 @@ async def test_enqueue_by_name_matches_enqueue_by_task(queue: hq.Queue) -> None:
     ],
 )
 async def test_bad_arguments_name_the_task_and_argument(
-    queue: hq.Queue, args: tuple[Any, ...], kwargs: dict[str, Any], argument: str | None,
+    queue: hq.Queue,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    argument: str | None,
     fragment: str,
 ) -> None:
     tasks = register(queue)
@@ -98,7 +101,7 @@ async def test_var_args_are_checked_by_their_annotation(queue: hq.Queue) -> None
 
 async def test_unknown_task_is_a_typed_error_naming_it(queue: hq.Queue) -> None:
     register(queue)
-    with pytest.raises(hq.UnknownTask, match="'nope'.*registered tasks: add"):
+    with pytest.raises(hq.UnknownTask, match=r"'nope'.*registered tasks: add"):
         await queue.enqueue("nope")
 
 

@@ -107,9 +107,7 @@ async def test_concurrency_limits_jobs_running_at_once(queue: hq.Queue) -> None:
     assert peak == 3
 
 
-async def test_failures_retry_with_backoff_then_succeed(
-    queue: hq.Queue, clock: FakeClock
-) -> None:
+async def test_failures_retry_with_backoff_then_succeed(queue: hq.Queue, clock: FakeClock) -> None:
     calls: list[float] = []
     seen: list[str] = []
     queue.events.subscribe(lambda e: seen.append(type(e).__name__))
@@ -296,9 +294,7 @@ async def test_expired_lease_of_a_crashed_worker_is_rescued_and_fenced(
 
     job = await work.enqueue()
     # a worker in another process claims the job, then dies without a word
-    [claimed] = await queue.storage.claim(
-        None, limit=1, now=clock.now(), lease=30.0, worker="dead"
-    )
+    [claimed] = await queue.storage.claim(None, limit=1, now=clock.now(), lease=30.0, worker="dead")
     async with guard(), queue.worker(lease=30.0):
         await anyio.wait_all_tasks_blocked()
         assert (await queue.get(job.id)).status is hq.JobStatus.RUNNING
@@ -341,21 +337,18 @@ async def test_drain_lets_running_jobs_finish(queue: hq.Queue, clock: FakeClock)
         return "made it"
 
     job = await slow.enqueue()
-    async with guard():
-        async with anyio.create_task_group() as tg:
+    async with guard(), anyio.create_task_group() as tg:
 
-            async def advance() -> None:
-                await clock.advance(5.0)
+        async def advance() -> None:
+            await clock.advance(5.0)
 
-            async with queue.worker(drain_timeout=30.0):
-                await anyio.wait_all_tasks_blocked()
-                tg.start_soon(advance)
+        async with queue.worker(drain_timeout=30.0):
+            await anyio.wait_all_tasks_blocked()
+            tg.start_soon(advance)
     assert (await queue.get(job.id)).result == "made it"
 
 
-async def test_drain_deadline_hands_unfinished_jobs_back(
-    queue: hq.Queue, clock: FakeClock
-) -> None:
+async def test_drain_deadline_hands_unfinished_jobs_back(queue: hq.Queue, clock: FakeClock) -> None:
     started = anyio.Event()
 
     @queue.task
@@ -365,11 +358,13 @@ async def test_drain_deadline_hands_unfinished_jobs_back(
 
     job = await endless.enqueue()
     queued = await endless.enqueue()
-    async with guard():
-        async with anyio.create_task_group() as tg:
-            async with queue.worker(concurrency=1, drain_timeout=10.0):
-                await started.wait()
-                tg.start_soon(clock.advance, 10.0)
+    async with (
+        guard(),
+        anyio.create_task_group() as tg,
+        queue.worker(concurrency=1, drain_timeout=10.0),
+    ):
+        await started.wait()
+        tg.start_soon(clock.advance, 10.0)
     back = await queue.get(job.id)
     assert back.status is hq.JobStatus.PENDING and back.attempts == 0
     assert (await queue.get(queued.id)).status is hq.JobStatus.PENDING
@@ -386,10 +381,14 @@ async def test_an_error_in_the_body_releases_claimed_jobs(queue: hq.Queue) -> No
         await anyio.sleep_forever()
 
     job = await endless.enqueue()
-    with pytest.raises(RuntimeError, match="host broke"):
+
+    async def host() -> None:
         async with guard(), queue.worker():
             await started.wait()
             raise RuntimeError("host broke")
+
+    with pytest.raises(RuntimeError, match="host broke"):
+        await host()
     back = await queue.get(job.id)
     assert back.status is hq.JobStatus.PENDING and back.attempts == 0
 

@@ -14,10 +14,10 @@ from typing import Any
 import anyio
 import pytest
 
-from .._errors import InvalidTransition, JobNotFound
-from .._ids import IdFactory
-from .._models import Job, JobStatus, Outcome, Priority
-from ..abc import Storage
+from hyperqueue._errors import InvalidTransition, JobNotFound
+from hyperqueue._ids import IdFactory
+from hyperqueue._models import Job, JobStatus, Outcome, Priority
+from hyperqueue.abc import Storage
 
 __all__ = ["StorageContract"]
 
@@ -97,9 +97,7 @@ class StorageContract:
         jobs = [make(priority=Priority(p)) for p in order]
         await storage.enqueue(jobs, now=T0, key_ttl=None)
         claimed = await _claim(storage)
-        assert [j.priority.value for j in claimed] == sorted(
-            order, key=lambda p: Priority(p).rank
-        )
+        assert [j.priority.value for j in claimed] == sorted(order, key=lambda p: Priority(p).rank)
         for level in Priority:
             ids = [j.id for j in claimed if j.priority is level]
             assert ids == sorted(ids), "FIFO within one priority"
@@ -280,7 +278,7 @@ class StorageContract:
         self, storage: Storage, make: _Maker
     ) -> None:
         await storage.enqueue([make(max_attempts=1)], now=T0, key_ttl=None)
-        [job] = await _claim(storage)
+        await _claim(storage)
         [lost] = await storage.rescue(now=T0 + LEASE + 1)
         assert lost.status is JobStatus.FAILED and lost.finished_at is not None
         assert (await storage.counts())["default"][JobStatus.FAILED] == 1

@@ -1,0 +1,31 @@
+# The README's two commands. Both bootstrap a virtualenv in .venv with nothing but a
+# Python 3.11+ on the PATH, so they work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: serve test bench clean
+
+$(BIN)/tox:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "tox>=4.22"
+
+$(BIN)/hyperqueue-ready: pyproject.toml $(BIN)/tox
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+## serve: run the demo: a queue with a worker pool, jobs running live
+serve: $(BIN)/hyperqueue-ready
+	$(BIN)/python examples/demo.py
+
+## test: lint, type-check and run every test (the same command CI runs)
+test: $(BIN)/tox
+	$(BIN)/tox run -e lint,core,full
+
+## bench: the benchmarks (figures go to docs/benchmarks.md by hand)
+bench: $(BIN)/tox
+	$(BIN)/tox run -e bench
+
+clean:
+	rm -rf $(VENV) .tox
