@@ -12,6 +12,7 @@ from __future__ import annotations
 from ._clock import Clock, SystemClock
 from ._errors import (
     ArgumentError,
+    CircuitOpenError,
     HyperqueueError,
     InvalidTransition,
     JobNotFound,
@@ -45,6 +46,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError",
+    "CircuitOpenError",
     "Clock",
     "Event",
     "EventBus",

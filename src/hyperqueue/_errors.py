@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ArgumentError",
+    "CircuitOpenError",
     "HyperqueueError",
     "InvalidTransition",
     "JobNotFound",
@@ -79,3 +80,18 @@ class JobTimeout(HyperqueueError, TimeoutError):
 
 class StorageError(HyperqueueError):
     """A storage backend could not do what was asked (corrupt, locked, newer schema...)."""
+
+
+class CircuitOpenError(HyperqueueError):
+    """A circuit breaker is open: the call was refused without being tried.
+
+    ``retry_at`` is when (seconds since the epoch, on the breaker's clock) the breaker
+    lets a trial call through again; ``retry_after`` is the same as seconds from the
+    moment the error was raised.
+    """
+
+    def __init__(self, name: str, retry_at: float, retry_after: float) -> None:
+        super().__init__(f"circuit {name!r} is open; retry in {max(retry_after, 0.0):.3f} s")
+        self.name = name
+        self.retry_at = retry_at
+        self.retry_after = max(retry_after, 0.0)
