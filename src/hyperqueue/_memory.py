@@ -18,7 +18,7 @@ import anyio
 from msgspec.structs import replace
 
 from ._errors import InvalidTransition, JobNotFound
-from ._models import Job, JobStatus, Outcome, Page
+from ._models import _RANK, Job, JobStatus, Outcome, Page
 
 __all__ = ["MemoryStorage"]
 
@@ -28,9 +28,67 @@ _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
 _CANCELLED = JobStatus.CANCELLED
 
-# ready heap entry: (rank, run_at, seq, job id); delayed heap entry: (run_at, seq, job id)
-_ReadyEntry = tuple[int, float, int, str]
-_DelayedEntry = tuple[float, int, str]
+# Every due job has an ``order``: one int packing (priority rank, run_at in microseconds,
+# sequence), so comparing two jobs is a single int compare. Jobs enqueued to run now
+# arrive in order, so each priority level keeps them in a FIFO lane (O(1) push and
+# pop); a due job whose order falls before a lane's tail (a delayed job coming due, a
+# retry) goes to a small heap instead, and a claim takes whichever head is smaller.
+_SEQ_SPAN = 1 << 40
+_RANK_SPAN = 1 << 62
+_RANKS = 4
+
+
+def _order(rank: int, run_at: float, seq: int) -> int:
+    return (rank * _RANK_SPAN + int(run_at * 1_000_000)) * _SEQ_SPAN + seq
+
+
+class _Lanes:
+    """The pending jobs of one named queue."""
+
+    __slots__ = ("delayed", "fifo", "ready")
+
+    def __init__(self) -> None:
+        self.fifo: list[deque[tuple[int, str]]] = [deque() for _ in range(_RANKS)]
+        self.ready: list[tuple[int, str]] = []
+        self.delayed: list[tuple[float, int, int, str]] = []  # (run_at, seq, rank, id)
+
+    def push_due(self, order: int, rank: int, job_id: str) -> None:
+        lane = self.fifo[rank]
+        if not lane or lane[-1][0] <= order:
+            lane.append((order, job_id))
+        else:
+            heapq.heappush(self.ready, (order, job_id))
+
+    def promote(self, now: float) -> None:
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            run_at, seq, rank, job_id = heapq.heappop(delayed)
+            self.push_due(_order(rank, run_at, seq), rank, job_id)
+
+    def head(self) -> int | None:
+        """The order of the next job to claim, or None when nothing is due."""
+        ready = self.ready
+        for lane in self.fifo:
+            if lane:
+                first = lane[0][0]
+                return ready[0][0] if ready and ready[0][0] < first else first
+        return ready[0][0] if ready else None
+
+    def pop(self) -> str:
+        ready = self.ready
+        for lane in self.fifo:
+            if lane:
+                if ready and ready[0][0] < lane[0][0]:
+                    return heapq.heappop(ready)[1]
+                return lane.popleft()[1]
+        return heapq.heappop(ready)[1]
+
+    def earliest(self) -> float | None:
+        """The earliest run_at of a pending job (any due job counts as due now)."""
+        due = self.head()
+        if due is not None:
+            return (due // _SEQ_SPAN % _RANK_SPAN) / 1_000_000
+        return self.delayed[0][0] if self.delayed else None
 
 
 class _Listener:
@@ -53,14 +111,6 @@ class _Listener:
         await self._event.wait()
 
 
-class _QueueHeaps:
-    __slots__ = ("delayed", "ready")
-
-    def __init__(self) -> None:
-        self.ready: list[_ReadyEntry] = []
-        self.delayed: list[_DelayedEntry] = []
-
-
 class MemoryStorage:
     """Keeps every job in this process; nothing survives a restart.
 
@@ -70,7 +120,7 @@ class MemoryStorage:
 
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
-        self._heaps: dict[str, _QueueHeaps] = {}
+        self._lanes: dict[str, _Lanes] = {}
         self._stale: dict[str, int] = {}
         self._running: dict[str, None] = {}
         self._keys: dict[tuple[str | None, str], tuple[str, float | None]] = {}
@@ -101,41 +151,34 @@ class MemoryStorage:
         counts[new] += 1
 
     def _push(self, job: Job, now: float) -> None:
-        heaps = self._heaps.get(job.queue)
-        if heaps is None:
-            heaps = self._heaps[job.queue] = _QueueHeaps()
+        lanes = self._lanes.get(job.queue)
+        if lanes is None:
+            lanes = self._lanes[job.queue] = _Lanes()
         self._seq = seq = self._seq + 1
-        if job.run_at > now:
-            heapq.heappush(heaps.delayed, (job.run_at, seq, job.id))
+        rank = _RANK[job.priority]
+        run_at = job.run_at
+        if run_at > now:
+            heapq.heappush(lanes.delayed, (run_at, seq, rank, job.id))
         else:
-            heapq.heappush(heaps.ready, (job.priority.rank, job.run_at, seq, job.id))
+            order = (rank * _RANK_SPAN + int(run_at * 1_000_000)) * _SEQ_SPAN + seq
+            lane = lanes.fifo[rank]
+            if not lane or lane[-1][0] <= order:
+                lane.append((order, job.id))
+            else:
+                heapq.heappush(lanes.ready, (order, job.id))
 
     def _notify(self) -> None:
         for listener in self._listeners:
             if not listener.signalled:
                 listener.set()
 
-    def _live_entry(self, job_id: str) -> Job | None:
-        """The pending job an entry stands for, or None for a stale entry."""
-        stale = self._stale.get(job_id)
-        if stale:
-            if stale == 1:
-                del self._stale[job_id]
-            else:
-                self._stale[job_id] = stale - 1
-            return None
-        job = self._jobs.get(job_id)
-        if job is None or job.status is not _PENDING:
-            return None
-        return job
-
-    def _promote_due(self, heaps: _QueueHeaps, now: float) -> None:
-        delayed = heaps.delayed
-        while delayed and delayed[0][0] <= now:
-            run_at, seq, job_id = heapq.heappop(delayed)
-            job = self._jobs.get(job_id)
-            rank = job.priority.rank if job is not None else 0
-            heapq.heappush(heaps.ready, (rank, run_at, seq, job_id))
+    def _drop_stale(self, job_id: str) -> None:
+        """Account for one popped heap entry left behind by a cancel."""
+        left = self._stale[job_id] - 1
+        if left:
+            self._stale[job_id] = left
+        else:
+            del self._stale[job_id]
 
     def _forget_expired_keys(self, now: float) -> None:
         expiry = self._key_expiry
@@ -186,32 +229,39 @@ class MemoryStorage:
         lease: float,
         worker: str,
     ) -> list[Job]:
-        names: Iterable[str] = self._heaps if queues is None else queues
-        candidates: list[_QueueHeaps] = []
+        names: Iterable[str] = self._lanes if queues is None else queues
+        candidates: list[_Lanes] = []
         for name in names:
-            heaps = self._heaps.get(name)
-            if heaps is None:
+            lanes = self._lanes.get(name)
+            if lanes is None:
                 continue
-            if heaps.delayed and heaps.delayed[0][0] <= now:
-                self._promote_due(heaps, now)
-            if heaps.ready:
-                candidates.append(heaps)
+            if lanes.delayed and lanes.delayed[0][0] <= now:
+                lanes.promote(now)
+            if lanes.head() is not None:
+                candidates.append(lanes)
         claimed: list[Job] = []
         if not candidates:
             return claimed
         jobs = self._jobs
         running = self._running
+        stale = self._stale
         lease_until = now + lease
-        while len(claimed) < limit and candidates:
-            if len(candidates) == 1:
-                best = candidates[0]
-            else:
-                best = min(candidates, key=lambda h: h.ready[0])
-            entry = heapq.heappop(best.ready)
-            if not best.ready:
-                candidates.remove(best)
-            job = self._live_entry(entry[3])
-            if job is None:
+        best = candidates[0]
+        while len(claimed) < limit:
+            if len(candidates) > 1:
+                heads = [(lanes.head(), n) for n, lanes in enumerate(candidates)]
+                live = [(h, n) for h, n in heads if h is not None]
+                if not live:
+                    break
+                best = candidates[min(live)[1]]
+            elif best.head() is None:
+                break
+            job_id = best.pop()
+            if stale and job_id in stale:
+                self._drop_stale(job_id)
+                continue
+            job = jobs.get(job_id)
+            if job is None or job.status is not _PENDING:
                 continue
             job = replace(
                 job,
@@ -393,16 +443,13 @@ class MemoryStorage:
         return {name: dict(counts) for name, counts in self._counts.items()}
 
     async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        names: Iterable[str] = self._heaps if queues is None else queues
+        names: Iterable[str] = self._lanes if queues is None else queues
         earliest: float | None = None
         for name in names:
-            heaps = self._heaps.get(name)
-            if heaps is None:
-                continue
-            if heaps.ready:
-                earliest = _earlier(earliest, heaps.ready[0][1])
-            if heaps.delayed:
-                earliest = _earlier(earliest, heaps.delayed[0][0])
+            lanes = self._lanes.get(name)
+            when = None if lanes is None else lanes.earliest()
+            if when is not None and (earliest is None or when < earliest):
+                earliest = when
         return earliest
 
     @asynccontextmanager
@@ -413,7 +460,3 @@ class MemoryStorage:
             yield listener
         finally:
             self._listeners.remove(listener)
-
-
-def _earlier(a: float | None, b: float) -> float:
-    return b if a is None or b < a else a

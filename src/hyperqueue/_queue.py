@@ -171,7 +171,6 @@ class Queue:
         args: Sequence[Any],
         kwargs: dict[str, Any],
         now: float,
-        options_given: bool = True,
         *,
         queue: str | None = None,
         priority: Priority | str | None = None,
@@ -183,19 +182,6 @@ class Queue:
         max_attempts: int | None = None,
     ) -> Job:
         stored_args, stored_kwargs = task.signature.check(args, kwargs)
-        if not options_given:
-            return Job(
-                id=self._new_id(now),
-                task=task.name,
-                queue=task.queue,
-                priority=task.priority,
-                args=stored_args,
-                kwargs=stored_kwargs,
-                max_attempts=task.max_attempts,
-                timeout=task.timeout,
-                created_at=now,
-                run_at=now,
-            )
         when = now
         if delay is not None:
             if run_at is not None:
@@ -251,7 +237,22 @@ class Queue:
         **options: Any,
     ) -> Job:
         now = self.clock.now()
-        job = self._build(task, args, kwargs, now, bool(options), **options)
+        if options:
+            job = self._build(task, args, kwargs, now, **options)
+        else:  # the common case, kept lean: the task's defaults, nothing to check
+            stored_args, stored_kwargs = task.signature.check(args, kwargs)
+            job = Job(
+                id=self._new_id(now),
+                task=task.name,
+                queue=task.queue,
+                priority=task.priority,
+                args=stored_args,
+                kwargs=stored_kwargs,
+                max_attempts=task.max_attempts,
+                timeout=task.timeout,
+                created_at=now,
+                run_at=now,
+            )
         if not self._opened:
             await self.open()
         stored = await self.storage.enqueue((job,), now=now, key_ttl=self.key_ttl)

@@ -322,33 +322,31 @@ class Worker:
         self._busy += 1
         runner.job = job
         try:
-            await self._attempt(runner, job, task)
+            try:
+                if task is None:
+                    raise HyperqueueError(
+                        f"no task named {job.task!r} is registered in this worker"
+                    )
+                args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
+                if job.timeout is None:
+                    result = await task.fn(*args, **kwargs)
+                else:
+                    with queue.clock.cancel_after(job.timeout) as timer:
+                        result = await task.fn(*args, **kwargs)
+                    if timer.cancelled_caught:
+                        raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
+                outcome = Outcome(
+                    id=job.id, token=job.token, status=_COMPLETED, result=to_json_form(result)
+                )
+            except Exception as exc:
+                outcome = self._failure(job, task, exc)
+            runner.job = None
+            await self._settle((outcome,), (job,))
         finally:
             self._busy -= 1
             if self._stopping and not self._busy:
                 assert self._drained is not None
                 self._drained.set()
-
-    async def _attempt(self, runner: _Runner, job: Job, task: Any) -> None:
-        queue = self._queue
-        try:
-            if task is None:
-                raise HyperqueueError(f"no task named {job.task!r} is registered in this worker")
-            args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
-            if job.timeout is None:
-                result = await task.fn(*args, **kwargs)
-            else:
-                with queue.clock.cancel_after(job.timeout) as timer:
-                    result = await task.fn(*args, **kwargs)
-                if timer.cancelled_caught:
-                    raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
-            outcome = Outcome(
-                id=job.id, token=job.token, status=_COMPLETED, result=to_json_form(result)
-            )
-        except Exception as exc:
-            outcome = self._failure(job, task, exc)
-        runner.job = None
-        await self._settle([outcome], [job])
 
     def _failure(self, job: Job, task: Any, exc: Exception) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
@@ -380,7 +378,7 @@ class Worker:
             else:  # cancelled through the queue, which already stored and announced it
                 self._counts["cancelled"] += 1
 
-    async def _settle(self, outcomes: list[Outcome], jobs: list[Job]) -> None:
+    async def _settle(self, outcomes: Sequence[Outcome], jobs: Sequence[Job]) -> None:
         queue = self._queue
         now = queue.clock.now()
         stored = await queue.storage.finish(outcomes, now=now)
@@ -404,7 +402,8 @@ class Worker:
                 counts["failed"] += 1
                 if events.active:
                     events.publish(JobFailed(at=now, job=job))
-            queue._finished(job)
+            if queue._waiters:
+                queue._finished(job)
 
     # -- leases ----------------------------------------------------------------------
 

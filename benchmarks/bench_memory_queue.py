@@ -1,0 +1,146 @@
+"""hyperqueue in memory against the asyncio.Queue ceiling, in one run.
+
+What it measures (N no-op jobs, concurrency 10, median of --repeats runs):
+
+- ceiling: a lean asyncio.Queue loop: N items put on the queue while 10 consumer
+  tasks ``get()`` each item, await a no-op coroutine and mark it done.
+- hyperqueue: ``await noop.enqueue()`` N times, one by one, while a worker pool with
+  concurrency 10 runs them; the clock stops when the last job is stored completed.
+  Printed as a ratio to the ceiling (target: at least 0.125).
+- latency: enqueue-to-start p50 / p99 at a light load (about 200 jobs/s) on an idle
+  pool (target: p99 under 1 ms).
+- memory: resident memory per pending job with 1,000,000 jobs queued (target: under
+  1 KB).
+
+Run: ``python benchmarks/bench_memory_queue.py`` (``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+
+import anyio
+
+import hyperqueue as hq
+
+
+async def ceiling(n: int) -> float:
+    q: asyncio.Queue[int] = asyncio.Queue()
+
+    async def noop() -> None:
+        return None
+
+    async def consumer() -> None:
+        while True:
+            await q.get()
+            await noop()
+            q.task_done()
+
+    consumers = [asyncio.create_task(consumer()) for _ in range(10)]
+    start = time.perf_counter()
+    for i in range(n):
+        await q.put(i)
+    await q.join()
+    elapsed = time.perf_counter() - start
+    for task in consumers:
+        task.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return n / elapsed
+
+
+async def hyperqueue_end_to_end(n: int) -> float:
+    queue = hq.Queue()
+
+    @queue.task
+    async def noop() -> None:
+        return None
+
+    async with queue, queue.worker(concurrency=10):
+        start = time.perf_counter()
+        for _ in range(n):
+            last = await noop.enqueue()
+        await queue.wait(last.id)
+        while (await queue.stats())["default"].completed < n:
+            await anyio.sleep(0)
+        elapsed = time.perf_counter() - start
+    return n / elapsed
+
+
+async def latency(samples: int, rate: float) -> tuple[float, float]:
+    queue = hq.Queue()
+    delays: list[float] = []
+
+    @queue.task
+    async def stamp(sent: float) -> None:
+        delays.append(time.perf_counter() - sent)
+
+    async with queue, queue.worker(concurrency=10):
+        for _ in range(samples):
+            job = await stamp.enqueue(time.perf_counter())
+            await anyio.sleep(1 / rate)
+        await queue.wait(job.id)
+    delays.sort()
+    return delays[len(delays) // 2] * 1e3, delays[int(len(delays) * 0.99)] * 1e3
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+async def memory_per_pending_job(n: int) -> float:
+    queue = hq.Queue()
+
+    @queue.task
+    async def noop() -> None:
+        return None
+
+    gc.collect()
+    before = rss_bytes()
+    for _ in range(n):
+        await noop.enqueue()
+    gc.collect()
+    after = rss_bytes()
+    assert (await queue.stats())["default"].pending == n
+    return (after - before) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--memory-jobs", type=int, default=1_000_000)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.memory_jobs = 3, 100_000
+
+    print(f"python {sys.version.split()[0]}, N={args.n}, concurrency 10, "
+          f"median of {args.repeats}")
+    ceilings, ours, ours_trio = [], [], []
+    for _ in range(args.repeats):  # interleaved so drift hits both alike
+        ceilings.append(asyncio.run(ceiling(args.n)))
+        ours.append(anyio.run(hyperqueue_end_to_end, args.n))
+        ours_trio.append(anyio.run(hyperqueue_end_to_end, args.n, backend="trio"))
+    c, h, t = (statistics.median(x) for x in (ceilings, ours, ours_trio))
+    print(f"ceiling   asyncio.Queue, 10 consumers     {c:>12,.0f} items/s")
+    print(f"hyperqueue memory, asyncio, end to end    {h:>12,.0f} jobs/s   "
+          f"ratio {h / c:.3f}  (target >= 0.125)")
+    print(f"hyperqueue memory, trio, end to end       {t:>12,.0f} jobs/s   ratio {t / c:.3f}")
+
+    p50, p99 = anyio.run(latency, 1000 if not args.quick else 300, 200.0)
+    print(f"enqueue-to-start at 200 jobs/s            p50 {p50:.3f} ms  p99 {p99:.3f} ms"
+          "  (target p99 < 1 ms)")
+
+    per_job = anyio.run(memory_per_pending_job, args.memory_jobs)
+    print(f"memory per pending job ({args.memory_jobs:,} queued)   {per_job:>8,.0f} bytes"
+          "  (target < 1,024)")
+
+
+if __name__ == "__main__":
+    main()
