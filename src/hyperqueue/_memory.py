@@ -28,18 +28,13 @@ _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
 _CANCELLED = JobStatus.CANCELLED
 
-# Every due job has an ``order``: one int packing (priority rank, run_at in microseconds,
-# sequence), so comparing two jobs is a single int compare. Jobs enqueued to run now
-# arrive in order, so each priority level keeps them in a FIFO lane (O(1) push and
-# pop); a due job whose order falls before a lane's tail (a delayed job coming due, a
-# retry) goes to a small heap instead, and a claim takes whichever head is smaller.
-_SEQ_SPAN = 1 << 40
-_RANK_SPAN = 1 << 62
+# Jobs enqueued to run now arrive in run_at order, so each priority level keeps its due
+# jobs in a FIFO lane of (run_at, seq, id): O(1) push and pop. A due job that would sort
+# before a lane's tail (a delayed job coming due, a retry, a clock that stepped back)
+# goes to a small heap of (rank, run_at, seq, id) instead, and a claim takes whichever
+# head sorts first. Delayed jobs wait in a heap of (run_at, seq, rank, id).
 _RANKS = 4
-
-
-def _order(rank: int, run_at: float, seq: int) -> int:
-    return (rank * _RANK_SPAN + int(run_at * 1_000_000)) * _SEQ_SPAN + seq
+_Key = tuple[int, float, int]
 
 
 class _Lanes:
@@ -48,46 +43,48 @@ class _Lanes:
     __slots__ = ("delayed", "fifo", "ready")
 
     def __init__(self) -> None:
-        self.fifo: list[deque[tuple[int, str]]] = [deque() for _ in range(_RANKS)]
-        self.ready: list[tuple[int, str]] = []
-        self.delayed: list[tuple[float, int, int, str]] = []  # (run_at, seq, rank, id)
+        self.fifo: list[deque[tuple[float, int, str]]] = [deque() for _ in range(_RANKS)]
+        self.ready: list[tuple[int, float, int, str]] = []
+        self.delayed: list[tuple[float, int, int, str]] = []
 
-    def push_due(self, order: int, rank: int, job_id: str) -> None:
+    def push_due(self, rank: int, run_at: float, seq: int, job_id: str) -> None:
         lane = self.fifo[rank]
-        if not lane or lane[-1][0] <= order:
-            lane.append((order, job_id))
+        if not lane or lane[-1][0] <= run_at:
+            lane.append((run_at, seq, job_id))
         else:
-            heapq.heappush(self.ready, (order, job_id))
+            heapq.heappush(self.ready, (rank, run_at, seq, job_id))
 
     def promote(self, now: float) -> None:
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             run_at, seq, rank, job_id = heapq.heappop(delayed)
-            self.push_due(_order(rank, run_at, seq), rank, job_id)
+            self.push_due(rank, run_at, seq, job_id)
 
-    def head(self) -> int | None:
-        """The order of the next job to claim, or None when nothing is due."""
+    def head(self) -> _Key | None:
+        """The sort key of the next job to claim, or None when nothing is due."""
         ready = self.ready
-        for lane in self.fifo:
+        for rank, lane in enumerate(self.fifo):
             if lane:
-                first = lane[0][0]
-                return ready[0][0] if ready and ready[0][0] < first else first
-        return ready[0][0] if ready else None
+                run_at, seq, _ = lane[0]
+                if ready and ready[0][:3] < (rank, run_at, seq):
+                    return ready[0][:3]
+                return (rank, run_at, seq)
+        return ready[0][:3] if ready else None
 
     def pop(self) -> str:
         ready = self.ready
-        for lane in self.fifo:
+        for rank, lane in enumerate(self.fifo):
             if lane:
-                if ready and ready[0][0] < lane[0][0]:
-                    return heapq.heappop(ready)[1]
-                return lane.popleft()[1]
-        return heapq.heappop(ready)[1]
+                if ready and ready[0][:3] < (rank, *lane[0][:2]):
+                    return heapq.heappop(ready)[3]
+                return lane.popleft()[2]
+        return heapq.heappop(ready)[3]
 
     def earliest(self) -> float | None:
         """The earliest run_at of a pending job (any due job counts as due now)."""
         due = self.head()
         if due is not None:
-            return (due // _SEQ_SPAN % _RANK_SPAN) / 1_000_000
+            return due[1]
         return self.delayed[0][0] if self.delayed else None
 
 
@@ -160,12 +157,11 @@ class MemoryStorage:
         if run_at > now:
             heapq.heappush(lanes.delayed, (run_at, seq, rank, job.id))
         else:
-            order = (rank * _RANK_SPAN + int(run_at * 1_000_000)) * _SEQ_SPAN + seq
             lane = lanes.fifo[rank]
-            if not lane or lane[-1][0] <= order:
-                lane.append((order, job.id))
+            if not lane or lane[-1][0] <= run_at:
+                lane.append((run_at, seq, job.id))
             else:
-                heapq.heappush(lanes.ready, (order, job.id))
+                heapq.heappush(lanes.ready, (rank, run_at, seq, job.id))
 
     def _notify(self) -> None:
         for listener in self._listeners:

@@ -42,7 +42,7 @@ class Signature:
     """The calling convention of one task function, prepared once."""
 
     __slots__ = (
-        "_convert_at_run",
+        "convert_at_run",
         "_names",
         "_positional",
         "_required",
@@ -92,7 +92,7 @@ class Signature:
         self._var_keyword_type: Any = dict[str, self._var_keyword]  # type: ignore[name-defined]
         types = [t for _, t, _ in fields]
         types += [t for t in (self._var_positional, self._var_keyword) if t is not None]
-        self._convert_at_run = not all(_is_plain(t) for t in types)
+        self.convert_at_run = not all(_is_plain(t) for t in types)
 
     def check(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -144,7 +144,7 @@ class Signature:
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Turn stored arguments back into what the function expects."""
-        if not self._convert_at_run:
+        if not self.convert_at_run:
             return args, kwargs
         bound = self._bind(args, kwargs)
         positional = self._positional

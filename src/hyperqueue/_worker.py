@@ -139,6 +139,10 @@ class Worker:
         self._listener: WorkListener | None = None
         self._stack: AsyncExitStack | None = None
         self._maintenance: anyio.CancelScope | None = None
+        # outcomes of finished jobs not yet stored: flushed in batches, inline by a
+        # runner about to claim, or by the flusher within one turn of the event loop
+        self._outcomes: list[tuple[Outcome, Job]] = []
+        self._flush_wanted: anyio.Event | None = None
         self._counts = dict.fromkeys(("completed", "failed", "retried", "cancelled", "lost"), 0)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -148,10 +152,11 @@ class Worker:
         await queue.open()
         self._stop = anyio.Event()
         self._drained = anyio.Event()
+        self._flush_wanted = anyio.Event()
         async with AsyncExitStack() as stack:
             self._listener = await stack.enter_async_context(queue.storage.listen())
             tg = await stack.enter_async_context(anyio.create_task_group())
-            await tg.start(self._maintain)
+            await tg.start(self._background)
             for runner in self._runners:
                 tg.start_soon(self._run, runner, name=f"{self.name} runner")
             queue._workers.append(self)
@@ -186,7 +191,7 @@ class Worker:
         if self._buffer:  # claimed but never started: straight back to pending
             jobs = list(self._buffer)
             self._buffer.clear()
-            await self._settle([_released(job) for job in jobs], jobs)
+            await self._settle([(_released(job), job) for job in jobs])
         if self._busy:
             with self._queue.clock.cancel_after(timeout):
                 await self._drained.wait()
@@ -196,6 +201,7 @@ class Worker:
                 runner.scope.cancel()
         if self._busy:
             await self._drained.wait()
+        await self._flush()
         if self._maintenance is not None:
             self._maintenance.cancel()
 
@@ -254,6 +260,10 @@ class Worker:
                 if buffer and self._idle and not self._waking:
                     self._wake_one()
                 await self._execute(runner, job)
+                if not buffer:
+                    await self._flush()
+                elif not self._flush_wanted.is_set():  # type: ignore[union-attr]
+                    self._flush_wanted.set()  # type: ignore[union-attr]
             elif self._stopping:
                 return
             elif self._claiming:
@@ -278,7 +288,7 @@ class Worker:
                     self.queues, limit=free, now=now, lease=self.lease, worker=self.name
                 )
                 if jobs and self._stopping:  # drain began while we claimed
-                    await self._settle([_released(job) for job in jobs], jobs)
+                    await self._settle([(_released(job), job) for job in jobs])
                     return
                 if jobs:
                     self._buffer.extend(jobs)
@@ -327,7 +337,10 @@ class Worker:
                     raise HyperqueueError(
                         f"no task named {job.task!r} is registered in this worker"
                     )
-                args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
+                if task.signature.convert_at_run:
+                    args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
+                else:
+                    args, kwargs = job.args, job.kwargs
                 if job.timeout is None:
                     result = await task.fn(*args, **kwargs)
                 else:
@@ -335,13 +348,13 @@ class Worker:
                         result = await task.fn(*args, **kwargs)
                     if timer.cancelled_caught:
                         raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
-                outcome = Outcome(
-                    id=job.id, token=job.token, status=_COMPLETED, result=to_json_form(result)
-                )
+                if result is not None:
+                    result = to_json_form(result)
+                outcome = Outcome(id=job.id, token=job.token, status=_COMPLETED, result=result)
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
             runner.job = None
-            await self._settle((outcome,), (job,))
+            self._outcomes.append((outcome, job))
         finally:
             self._busy -= 1
             if self._stopping and not self._busy:
@@ -372,15 +385,22 @@ class Worker:
             return
         with anyio.CancelScope(shield=True):
             if reason == "drain":
-                await self._settle([_released(job)], [job])
+                await self._settle([(_released(job), job)])
             elif reason == "lost":
                 self._counts["lost"] += 1
             else:  # cancelled through the queue, which already stored and announced it
                 self._counts["cancelled"] += 1
 
-    async def _settle(self, outcomes: Sequence[Outcome], jobs: Sequence[Job]) -> None:
+    async def _flush(self) -> None:
+        if self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            await self._settle(batch)
+
+    async def _settle(self, batch: Sequence[tuple[Outcome, Job]]) -> None:
+        """Store outcomes in one call, then announce what storage accepted."""
         queue = self._queue
         now = queue.clock.now()
+        outcomes = [outcome for outcome, _ in batch]
         stored = await queue.storage.finish(outcomes, now=now)
         events = queue.events
         counts = self._counts
@@ -407,21 +427,35 @@ class Worker:
 
     # -- leases ----------------------------------------------------------------------
 
-    async def _maintain(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        """Renew leases of claimed jobs and rescue jobs whose lease expired elsewhere."""
-        queue = self._queue
+    async def _background(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         with anyio.CancelScope() as scope:
             self._maintenance = scope
-            task_status.started()
-            while True:
-                await queue.clock.sleep(self.lease / 3)
-                await self._heartbeat()
-                await self._rescue()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._maintain)
+                tg.start_soon(self._flusher)
+                task_status.started()
+
+    async def _flusher(self) -> None:
+        """Store outcomes that runners left while they went on to the next job."""
+        while True:
+            assert self._flush_wanted is not None
+            await self._flush_wanted.wait()
+            self._flush_wanted = anyio.Event()
+            await self._flush()
+
+    async def _maintain(self) -> None:
+        """Renew leases of claimed jobs and rescue jobs whose lease expired elsewhere."""
+        clock = self._queue.clock
+        while True:
+            await clock.sleep(self.lease / 3)
+            await self._heartbeat()
+            await self._rescue()
 
     async def _heartbeat(self) -> None:
         queue = self._queue
         held = [runner.job for runner in self._runners if runner.job is not None]
         held += self._buffer
+        held += [job for _, job in self._outcomes]
         if not held:
             return
         leases = [(job.id, job.token) for job in held]
