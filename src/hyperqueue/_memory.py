@@ -1,10 +1,12 @@
 """In-memory storage: the reference backend, for tests, tools and one-process services.
 
-Pending jobs sit in one heap per queue, ordered by (priority rank, run_at, sequence), so
-claiming the next job costs O(log n) however many are queued. Jobs scheduled for later
-wait in a second heap per queue ordered by run_at and move over once due. Cancelling a
-pending job leaves its heap entry behind; a per-job count of such stale entries lets a
-claim skip them without a search.
+Claim order is (priority rank, run_at, sequence). Due jobs of one queue sit in a FIFO
+lane per priority (O(1)) plus a heap for the few that arrive out of order (O(log n));
+jobs scheduled for later wait in a heap by run_at and move over once due. So claiming
+the next job never scans, however many jobs are queued. Cancelling a pending job leaves
+its entry behind; a per-job count of such stale entries lets a claim skip them, and
+for the rare job that is pending again while stale entries of it remain, the sequence
+number of its live entry tells the two apart.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class _Lanes:
 
     def push_due(self, rank: int, run_at: float, seq: int, job_id: str) -> None:
         lane = self.fifo[rank]
-        if not lane or lane[-1][0] <= run_at:
+        if not lane or lane[-1][:2] < (run_at, seq):
             lane.append((run_at, seq, job_id))
         else:
             heapq.heappush(self.ready, (rank, run_at, seq, job_id))
@@ -71,14 +73,15 @@ class _Lanes:
                 return (rank, run_at, seq)
         return ready[0][:3] if ready else None
 
-    def pop(self) -> str:
+    def pop(self) -> tuple[float, int, str]:
+        """Remove the next entry; returns its (run_at, seq, job id)."""
         ready = self.ready
         for rank, lane in enumerate(self.fifo):
             if lane:
                 if ready and ready[0][:3] < (rank, *lane[0][:2]):
-                    return heapq.heappop(ready)[3]
-                return lane.popleft()[2]
-        return heapq.heappop(ready)[3]
+                    return heapq.heappop(ready)[1:]
+                return lane.popleft()
+        return heapq.heappop(ready)[1:]
 
     def earliest(self) -> float | None:
         """The earliest run_at of a pending job (any due job counts as due now)."""
@@ -119,6 +122,7 @@ class MemoryStorage:
         self._jobs: dict[str, Job] = {}
         self._lanes: dict[str, _Lanes] = {}
         self._stale: dict[str, int] = {}
+        self._live_seq: dict[str, int] = {}  # only for jobs that also have stale entries
         self._running: dict[str, None] = {}
         self._keys: dict[tuple[str | None, str], tuple[str, float | None]] = {}
         self._key_expiry: deque[tuple[float, tuple[str | None, str]]] = deque()
@@ -152,6 +156,8 @@ class MemoryStorage:
         if lanes is None:
             lanes = self._lanes[job.queue] = _Lanes()
         self._seq = seq = self._seq + 1
+        if self._stale and job.id in self._stale:
+            self._live_seq[job.id] = seq
         rank = _RANK[job.priority]
         run_at = job.run_at
         if run_at > now:
@@ -252,12 +258,17 @@ class MemoryStorage:
                 best = candidates[min(live)[1]]
             elif best.head() is None:
                 break
-            job_id = best.pop()
-            if stale and job_id in stale:
-                self._drop_stale(job_id)
-                continue
+            _, seq, job_id = best.pop()
             job = jobs.get(job_id)
-            if job is None or job.status is not _PENDING:
+            if job is None:
+                continue
+            if stale and job_id in stale:
+                if job.status is _PENDING and self._live_seq.get(job_id) == seq:
+                    del self._live_seq[job_id]  # the live entry; the rest are stale
+                else:
+                    self._drop_stale(job_id)  # an entry a cancel left behind
+                    continue
+            elif job.status is not _PENDING:
                 continue
             job = replace(
                 job,
@@ -364,6 +375,7 @@ class MemoryStorage:
             return job
         if job.status is _PENDING:
             self._stale[job_id] = self._stale.get(job_id, 0) + 1
+            self._live_seq.pop(job_id, None)
         elif job.status is _RUNNING:
             del self._running[job_id]
         else:

@@ -376,6 +376,19 @@ class StorageContract:
         assert [j.id for j in claimed] == [job.id]
         assert await _claim(storage) == []
 
+    async def test_retry_of_a_cancelled_delayed_job_is_due_at_once_and_in_order(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        delayed = make(run_at=T0 + 60)
+        other = make()
+        await storage.enqueue([delayed], now=T0, key_ttl=None)
+        await storage.cancel(delayed.id, now=T0)
+        await storage.enqueue([other], now=T0, key_ttl=None)
+        await storage.retry(delayed.id, now=T0)  # pending again, due now, behind `other`
+        claimed = await _claim(storage)
+        assert [j.id for j in claimed] == [other.id, delayed.id]
+        assert await _claim(storage, now=T0 + 61) == []
+
     async def test_retry_is_refused_unless_failed_or_cancelled(
         self, storage: Storage, make: _Maker
     ) -> None:
