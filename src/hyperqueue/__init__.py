@@ -9,6 +9,13 @@ work), :class:`InvalidTransition` (cancel a finished job, retry a pending one),
 
 from __future__ import annotations
 
+from ._breaker import (
+    BreakerRegistry,
+    BreakerState,
+    BreakerStateChanged,
+    BreakerStats,
+    CircuitBreaker,
+)
 from ._clock import Clock, SystemClock
 from ._errors import (
     ArgumentError,
@@ -34,11 +41,14 @@ from ._events import (
     JobRetrying,
     JobStarted,
 )
+from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
 from ._memory import MemoryStorage
 from ._models import Job, JobStatus, Outcome, Page, Priority, QueueStats
+from ._modes import Mode, ModeChanged, ModeController, ModeRefused, ModeState, Operation
 from ._queue import Queue
-from ._retry import Retry
+from ._retry import Attempt, Retry, retry
 from ._run import run_worker
+from ._services import Service, ServiceStats, Supervisor
 from ._task import Submission, Task, TaskCall
 from ._worker import Worker, WorkerStats, current_job, report_progress
 
@@ -46,10 +56,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError",
+    "Attempt",
+    "BreakerRegistry",
+    "BreakerState",
+    "BreakerStateChanged",
+    "BreakerStats",
+    "CheckResult",
+    "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
     "Event",
     "EventBus",
+    "Health",
+    "HealthCheck",
+    "HealthReport",
+    "HealthStatus",
     "HyperqueueError",
     "InvalidTransition",
     "Job",
@@ -66,6 +87,12 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "MemoryStorage",
+    "Mode",
+    "ModeChanged",
+    "ModeController",
+    "ModeRefused",
+    "ModeState",
+    "Operation",
     "OptionError",
     "Outcome",
     "Page",
@@ -73,8 +100,11 @@ __all__ = [
     "Queue",
     "QueueStats",
     "Retry",
+    "Service",
+    "ServiceStats",
     "StorageError",
     "Submission",
+    "Supervisor",
     "SystemClock",
     "Task",
     "TaskCall",
@@ -83,5 +113,6 @@ __all__ = [
     "WorkerStats",
     "current_job",
     "report_progress",
+    "retry",
     "run_worker",
 ]

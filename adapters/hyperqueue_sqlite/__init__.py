@@ -1,0 +1,37 @@
+"""hyperqueue_sqlite: jobs in one SQLite file, for one host and several processes.
+
+``SQLiteStorage(path)`` implements :class:`hyperqueue.abc.Storage` over aiosqlite
+(asyncio only). Install it with ``pip install 'hyperqueue[sqlite]'``.
+"""
+
+from __future__ import annotations
+
+try:
+    import aiosqlite  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "hyperqueue_sqlite needs aiosqlite: pip install 'hyperqueue[sqlite]'"
+    ) from exc
+
+from ._health import SQLiteHealth, wal_reset_bug
+from ._retention import (
+    DiskUsage,
+    PruneReport,
+    RetentionPolicy,
+    RetentionReport,
+    read_archive,
+)
+from ._schema import SCHEMA_VERSION
+from ._storage import SQLiteStorage
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DiskUsage",
+    "PruneReport",
+    "RetentionPolicy",
+    "RetentionReport",
+    "SQLiteHealth",
+    "SQLiteStorage",
+    "read_archive",
+    "wal_reset_bug",
+]

@@ -1,0 +1,123 @@
+"""Opening a database file: refuse what cannot work before writing a single byte.
+
+A file that is not a database, one written by a newer hyperqueue, one that another
+process holds locked, and one that is read-only each raise a :class:`StorageError`
+naming the path and the problem. Every check that can refuse runs before the first
+write (switching to WAL, migrating), so a refused file is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from pathlib import Path
+from typing import Literal
+
+from hyperqueue import StorageError
+
+from ._schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["check_path", "prepare", "storage_error"]
+
+Synchronous = Literal["NORMAL", "FULL"]
+
+
+def storage_error(path: Path, exc: BaseException, doing: str = "") -> StorageError:
+    """A StorageError that names the file and says what the SQLite error means."""
+    text = str(exc)
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        problem = (
+            f"the database is locked by another connection ({text}); another process holds "
+            "a write lock longer than the busy timeout"
+        )
+    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        problem = f"the file is not a valid SQLite database ({text})"
+    elif "readonly" in lowered or "read-only" in lowered:
+        problem = f"the database is read-only ({text})"
+    elif "disk" in lowered and "full" in lowered:
+        problem = f"the disk is full ({text})"
+    else:
+        problem = text
+    where = f" while {doing}" if doing else ""
+    error = StorageError(f"SQLite storage {str(path)!r}{where}: {problem}")
+    error.__cause__ = exc
+    return error
+
+
+def check_path(path: Path) -> None:
+    """Refuse paths that SQLite would fail on later with a vaguer message."""
+    if path.is_dir():
+        raise StorageError(f"SQLite storage {str(path)!r}: is a directory, not a database file")
+    folder = path.parent
+    if not folder.is_dir():
+        raise StorageError(f"SQLite storage {str(path)!r}: the folder {str(folder)!r} is missing")
+    if path.exists():
+        mode = path.stat().st_mode
+        # the write bits, not only access(): root may write anything, but a file someone
+        # marked read-only is not ours to change
+        if not os.access(path, os.R_OK | os.W_OK) or not mode & (stat.S_IWUSR | stat.S_IWGRP):
+            raise StorageError(
+                f"SQLite storage {str(path)!r}: the file is read-only; hyperqueue needs to write "
+                "jobs (make it writable, or open a copy)"
+            )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StorageError(
+            f"SQLite storage {str(path)!r}: the folder {str(folder)!r} is read-only; SQLite "
+            "needs to create the -wal and -shm files beside the database"
+        )
+
+
+def prepare(conn: sqlite3.Connection, path: Path, synchronous: Synchronous) -> None:
+    """Check, then switch to WAL and migrate. Runs in the connection's thread."""
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise storage_error(path, exc, "reading the schema version") from exc
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"SQLite storage {str(path)!r}: schema version {version} was written by a newer "
+            f"hyperqueue; this one knows versions up to {SCHEMA_VERSION}. Upgrade hyperqueue "
+            "to open it (the file was not changed)."
+        )
+    if version == 0 and tables:
+        raise StorageError(
+            f"SQLite storage {str(path)!r}: an SQLite database that hyperqueue did not create "
+            f"({tables} objects, schema version 0); refusing to add tables to it"
+        )
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise StorageError(
+                f"SQLite storage {str(path)!r}: cannot switch to WAL (journal mode stays "
+                f"{mode!r}); WAL needs a local file system with shared memory"
+            )
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        # after a checkpoint, cut a WAL that a burst grew back to 64 MiB
+        conn.execute(f"PRAGMA journal_size_limit = {64 << 20}")
+        if version < SCHEMA_VERSION:
+            migrate(conn)
+    except sqlite3.Error as exc:
+        raise storage_error(path, exc, "preparing the database") from exc
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the missing migrations in one transaction; the version is read again under
+    the write lock, since another process may have migrated meanwhile."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(f"schema version {version} is newer than {SCHEMA_VERSION}")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

@@ -1,0 +1,103 @@
+"""Jobs to rows and back.
+
+Decoders are typed and built once; a row is a plain tuple in the column order of
+:data:`COLUMNS`, so decoding a job costs one constructor call and a JSON decode only
+for the values a job actually carries (empty args and kwargs skip the decoder).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from hyperqueue import Job, JobStatus, Priority
+
+__all__ = ["COLUMNS", "INSERT", "job_from_row", "job_to_row", "to_json", "from_json"]
+
+COLUMNS = (
+    "id, task, queue, status, priority, args, kwargs, attempts, max_attempts, result, "
+    "error, traceback, progress, key, tenant, timeout, created_at, run_at, started_at, "
+    "finished_at, token, lease_until, worker"
+)
+
+INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
+
+_encode = msgspec.json.Encoder().encode
+_decode_any = msgspec.json.Decoder().decode
+_decode_args = msgspec.json.Decoder(tuple[Any, ...]).decode
+_decode_kwargs = msgspec.json.Decoder(dict[str, Any]).decode
+
+_STATUS = {status.value: status for status in JobStatus}
+_PRIORITY = sorted(Priority, key=lambda p: p.rank)
+_PENDING = JobStatus.PENDING.value
+
+
+def to_json(value: Any) -> str | None:
+    """A job value as JSON text; ``None`` is stored as SQL NULL."""
+    return None if value is None else _encode(value).decode()
+
+
+def from_json(text: str | None) -> Any:
+    return None if text is None else _decode_any(text)
+
+
+def job_to_row(job: Job) -> tuple[Any, ...]:
+    """The INSERT parameters of a new job; it is always stored as pending."""
+    return (
+        job.id,
+        job.task,
+        job.queue,
+        _PENDING,
+        job.priority.rank,
+        _encode(job.args).decode() if job.args else "[]",
+        _encode(job.kwargs).decode() if job.kwargs else "{}",
+        job.attempts,
+        job.max_attempts,
+        None if job.result is None else _encode(job.result).decode(),
+        job.error,
+        job.traceback,
+        None if job.progress is None else _encode(job.progress).decode(),
+        job.key,
+        job.tenant,
+        job.timeout,
+        job.created_at,
+        job.run_at,
+        job.started_at,
+        job.finished_at,
+        job.token,
+        job.lease_until,
+        job.worker,
+    )
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    args = row[5]
+    kwargs = row[6]
+    result = row[9]
+    progress = row[12]
+    return Job(
+        id=row[0],
+        task=row[1],
+        queue=row[2],
+        status=_STATUS[row[3]],
+        priority=_PRIORITY[row[4]],
+        args=() if args == "[]" else _decode_args(args),
+        kwargs={} if kwargs == "{}" else _decode_kwargs(kwargs),
+        attempts=row[7],
+        max_attempts=row[8],
+        result=None if result is None else _decode_any(result),
+        error=row[10],
+        traceback=row[11],
+        progress=None if progress is None else _decode_any(progress),
+        key=row[13],
+        tenant=row[14],
+        timeout=row[15],
+        created_at=row[16],
+        run_at=row[17],
+        started_at=row[18],
+        finished_at=row[19],
+        token=row[20],
+        lease_until=row[21],
+        worker=row[22],
+    )

@@ -1,0 +1,159 @@
+"""The database schema, as an ordered list of migrations in plain SQL.
+
+``PRAGMA user_version`` records how many migrations a file has seen. Opening a file
+applies the missing ones in one ``BEGIN IMMEDIATE`` transaction, so two processes
+opening a new file at once cannot both migrate it; a file whose version is higher than
+:data:`SCHEMA_VERSION` was written by a newer hyperqueue and is refused untouched.
+
+Never edit a released migration: append a new one. Jobs keep what is queried as
+columns (status, priority rank, run_at, seq, lease, token...) and the values a job
+carries (args, kwargs, result, progress) as JSON text, so the file stays readable with
+the ``sqlite3`` shell.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+_V1 = (
+    # One row per job. ``seq`` (the rowid) is the insertion order: FIFO within a
+    # priority and run_at. ``priority`` is the rank: 0 critical .. 3 low.
+    """
+    CREATE TABLE jobs (
+        seq          INTEGER PRIMARY KEY,
+        id           TEXT    NOT NULL UNIQUE,
+        task         TEXT    NOT NULL,
+        queue        TEXT    NOT NULL,
+        status       TEXT    NOT NULL,
+        priority     INTEGER NOT NULL,
+        args         TEXT    NOT NULL DEFAULT '[]',
+        kwargs       TEXT    NOT NULL DEFAULT '{}',
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL DEFAULT 1,
+        result       TEXT,
+        error        TEXT,
+        traceback    TEXT,
+        progress     TEXT,
+        key          TEXT,
+        tenant       TEXT,
+        timeout      REAL,
+        created_at   REAL    NOT NULL,
+        run_at       REAL    NOT NULL,
+        started_at   REAL,
+        finished_at  REAL,
+        token        INTEGER NOT NULL DEFAULT 0,
+        lease_until  REAL,
+        worker       TEXT
+    )
+    """,
+    # Claim order, over pending jobs only: finished jobs never slow a claim down. A
+    # claim scans it once per queue and priority (the queues with pending jobs come
+    # from job_counts), stopping at the first job scheduled for later.
+    """
+    CREATE INDEX jobs_ready ON jobs (queue, priority, run_at, seq)
+        WHERE status = 'pending'
+    """,
+    # Rescue of expired leases looks at running jobs only.
+    """
+    CREATE INDEX jobs_leases ON jobs (lease_until)
+        WHERE status = 'running'
+    """,
+    # The dead-letter listing, newest first, without scanning completed jobs.
+    """
+    CREATE INDEX jobs_dead ON jobs (id)
+        WHERE status = 'failed'
+    """,
+    # Idempotency keys, scoped by tenant: ``scope`` is the JSON text [tenant, key].
+    # ``expires_at`` NULL keeps the key for as long as its job is stored.
+    """
+    CREATE TABLE job_keys (
+        scope      TEXT PRIMARY KEY,
+        job_id     TEXT NOT NULL,
+        expires_at REAL
+    ) WITHOUT ROWID
+    """,
+    # Jobs per queue per status, kept in step by every write (a GROUP BY over millions
+    # of finished jobs would be too slow for a dashboard that asks every second).
+    """
+    CREATE TABLE job_counts (
+        queue  TEXT    NOT NULL,
+        status TEXT    NOT NULL,
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (queue, status)
+    ) WITHOUT ROWID
+    """,
+    # Counters shared by the processes on this file. 'work' grows whenever a write
+    # makes a job pending, so idle workers elsewhere know there may be work to claim.
+    """
+    CREATE TABLE hq_meta (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID
+    """,
+    "INSERT INTO hq_meta (name, value) VALUES ('work', 0)",
+    # The processes that have this file open (health reports several writers).
+    """
+    CREATE TABLE hq_processes (
+        host      TEXT    NOT NULL,
+        pid       INTEGER NOT NULL,
+        opened_at REAL    NOT NULL,
+        PRIMARY KEY (host, pid)
+    ) WITHOUT ROWID
+    """,
+    # Audit log of every mutation (MISSION D6).
+    """
+    CREATE TABLE audit_log (
+        seq      INTEGER PRIMARY KEY,
+        at       REAL    NOT NULL,
+        event    TEXT    NOT NULL,
+        actor    TEXT,
+        tenant   TEXT,
+        resource TEXT,
+        action   TEXT    NOT NULL,
+        result   TEXT    NOT NULL,
+        metadata TEXT    NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX audit_log_at ON audit_log (at)",
+    # Event history: ``seq`` is the id a live stream resumes from (Last-Event-ID).
+    """
+    CREATE TABLE events (
+        seq    INTEGER PRIMARY KEY,
+        at     REAL NOT NULL,
+        type   TEXT NOT NULL,
+        job_id TEXT,
+        body   TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX events_at ON events (at)",
+    # Configuration, versioned: every change is a new row holding the whole document.
+    """
+    CREATE TABLE config_versions (
+        version    INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,
+        author     TEXT,
+        comment    TEXT,
+        document   TEXT NOT NULL
+    )
+    """,
+    # API keys: only a hash of the key is stored (MISSION D4).
+    """
+    CREATE TABLE api_keys (
+        id           TEXT    PRIMARY KEY,
+        name         TEXT    NOT NULL,
+        key_hash     TEXT    NOT NULL UNIQUE,
+        roles        TEXT    NOT NULL DEFAULT '[]',
+        tenant       TEXT,
+        created_at   REAL    NOT NULL,
+        expires_at   REAL,
+        revoked_at   REAL,
+        last_used_at REAL,
+        uses         INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+"""Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
+
+SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,535 @@
+"""SQLiteStorage: durable jobs in one SQLite file, shared by the processes of one host.
+
+Two connections per storage, each with its own aiosqlite thread: a writer that runs
+every write as one ``BEGIN IMMEDIATE`` transaction per batch (see :mod:`._batch`), and
+a reader for lookups, listings and wake-up checks, which in WAL mode never waits for the
+writer. Each transaction is one Python function run in the connection thread, one hop
+for the whole batch (aiosqlite's own API would cost one hop per statement).
+
+Across processes, SQLite's write lock serializes claims, so no job is handed to two
+live workers; leases and fencing tokens are columns, so a crashed process's jobs run
+again once their lease expires and a late finish from it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import aiosqlite
+import anyio
+import anyio.to_thread
+
+from hyperqueue import HyperqueueError, Job, JobStatus, Outcome, Page, StorageError
+
+from . import _sql
+from ._batch import GroupCommit
+from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
+from ._open import check_path, prepare, storage_error
+from ._retention import (
+    DiskUsage,
+    PruneReport,
+    RetentionPolicy,
+    RetentionReport,
+    disk_usage,
+    write_archive,
+)
+
+__all__ = ["SQLiteStorage"]
+
+T = TypeVar("T")
+_STATUS = {status.value: status for status in JobStatus}
+
+
+class _Listener:
+    """Signalled at once by writes in this process; other processes' writes are seen by
+    checking ``PRAGMA data_version`` (a shared-memory read) every ``poll_interval``
+    while the worker waits, and the shared work counter when the data changed."""
+
+    __slots__ = ("_event", "_storage", "data_version", "seen", "signalled")
+
+    def __init__(self, storage: SQLiteStorage, data_version: int, seen: int) -> None:
+        self._storage = storage
+        self._event = anyio.Event()
+        self.signalled = False
+        self.data_version = data_version
+        self.seen = seen
+
+    def set(self, version: int | None = None) -> None:
+        if version is not None and version > self.seen:
+            self.seen = version
+        if not self.signalled:
+            self.signalled = True
+            self._event.set()
+
+    def clear(self) -> None:
+        if self.signalled:
+            self.signalled = False
+            self._event = anyio.Event()
+
+    async def wait(self) -> None:
+        storage = self._storage
+        while not self.signalled:
+            with anyio.move_on_after(storage.poll_interval):
+                await self._event.wait()
+            if not self.signalled:
+                data_version, work = await storage._read(_sql.poll, self.data_version)
+                self.data_version = data_version
+                if work is not None and work > self.seen:
+                    self.set(work)
+
+
+class SQLiteStorage:
+    """Jobs in one SQLite file: durable across restarts and crashes, shared by several
+    worker processes on one host. asyncio only (aiosqlite).
+
+    - ``synchronous``: ``"NORMAL"`` (default) loses no committed job when a process
+      crashes, but may lose the last transactions on a power cut or OS crash;
+      ``"FULL"`` survives those too, at the cost of an fsync per transaction.
+    - ``busy_timeout``: seconds a write waits for another process's write lock before
+      failing with :class:`~hyperqueue.StorageError` (default 5.0).
+    - ``poll_interval``: seconds between checks for work written by other processes
+      while a worker is idle (default 0.005; writes in this process wake workers at
+      once). Each check is one shared-memory read.
+    - ``max_batch``: most writes grouped into one transaction (default 1,000).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.005,
+        max_batch: int = 1000,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("synchronous must be 'NORMAL' or 'FULL'")
+        if not 0 <= busy_timeout <= 600:
+            raise ValueError("busy_timeout must be between 0 and 600 seconds")
+        if not 0.001 <= poll_interval <= 10:
+            raise ValueError("poll_interval must be between 0.001 and 10 seconds")
+        if not 1 <= max_batch <= 100_000:
+            raise ValueError("max_batch must be between 1 and 100,000")
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.poll_interval = poll_interval
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer_raw: sqlite3.Connection | None = None
+        self._reader_raw: sqlite3.Connection | None = None
+        self._batches = GroupCommit(self._apply, max_batch=max_batch)
+        self._listeners: list[_Listener] = []
+        self._claimed = _sql.Claimed()
+        self._opening = anyio.Lock()
+        self._host = socket.gethostname()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStorage({str(self.path)!r})"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise StorageError(
+                f"SQLite storage {str(self.path)!r}: runs on asyncio only (aiosqlite); "
+                "run this program with asyncio, or use another storage"
+            ) from None
+        async with self._opening:
+            if self._writer is not None:
+                return
+            await anyio.to_thread.run_sync(check_path, self.path)
+            writer = await self._connect()
+            try:
+                await _call(writer, prepare, writer._conn, self.path, self.synchronous)
+                reader = await self._connect()
+            except BaseException:
+                await writer.close()
+                raise
+            try:
+                await _call(reader, reader._conn.execute, "PRAGMA query_only = ON")
+            except BaseException:
+                await reader.close()
+                await writer.close()
+                raise
+            self._writer, self._writer_raw = writer, writer._conn
+            self._reader, self._reader_raw = reader, reader._conn
+            try:
+                await self._write(_sql.register_process, self._host, os.getpid(), time.time())
+            except BaseException:
+                await self._close()
+                raise
+
+    async def _connect(self) -> aiosqlite.Connection:
+        try:
+            conn = await aiosqlite.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None
+            )
+        except sqlite3.Error as exc:
+            raise storage_error(self.path, exc, "opening") from exc
+        if not hasattr(conn, "_execute"):  # pragma: no cover - guards an aiosqlite change
+            await conn.close()
+            raise StorageError("this aiosqlite has no Connection._execute; use aiosqlite<0.23")
+        return conn
+
+    async def aclose(self) -> None:
+        if self._writer is None:
+            return
+        with anyio.CancelScope(shield=True):
+            # a stale row would only make health count a process too many
+            with contextlib.suppress(StorageError):
+                await self._write(_sql.unregister_process, self._host, os.getpid())
+            await self._batches.exclusive(self._close)
+
+    async def _close(self) -> None:
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        self._writer_raw = self._reader_raw = None
+        if reader is not None:
+            await reader.close()
+        if writer is not None:
+            await writer.close()
+
+    # -- plumbing --------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self._writer is None:
+            raise StorageError(f"SQLite storage {str(self.path)!r} is not open")
+
+    async def _apply(self, ops: list[_sql.Op]) -> None:
+        """Run one batch in the writer thread; wake local listeners if it made work."""
+        writer = self._writer
+        if writer is None:
+            error: BaseException = StorageError(f"SQLite storage {str(self.path)!r} is closed")
+            for op in ops:
+                op.error = error
+            return
+        try:
+            version = await _call(writer, _sql.apply_batch, self._writer_raw, ops)
+        except Exception as exc:
+            for op in ops:
+                op.error = self._error(exc, "writing")
+            return
+        for op in ops:
+            if op.error is not None:
+                op.error = self._error(op.error, "writing")
+        if version is not None:
+            for listener in self._listeners:
+                listener.set(version)
+
+    def _error(self, exc: BaseException, doing: str) -> BaseException:
+        if isinstance(exc, HyperqueueError) or not isinstance(exc, sqlite3.Error | ValueError):
+            return exc
+        return storage_error(self.path, exc, doing)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        self._require_open()
+        result: T = await self._batches.submit(fn, *args)
+        return result
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        reader = self._reader
+        if reader is None:
+            raise StorageError(f"SQLite storage {str(self.path)!r} is not open")
+        try:
+            result: T = await _call(reader, fn, self._reader_raw, *args)
+        except (sqlite3.Error, ValueError) as exc:
+            raise storage_error(self.path, exc, "reading") from exc
+        return result
+
+    # -- the Storage protocol: writes ----------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
+        if not jobs:
+            return []
+        return await self._write(_sql.enqueue, jobs, now, key_ttl)
+
+    async def claim(
+        self,
+        queues: Sequence[str] | None,
+        *,
+        limit: int,
+        now: float,
+        lease: float,
+        worker: str,
+    ) -> list[Job]:
+        if limit < 1:
+            return []
+        return await self._write(_sql.claim, self._claimed, queues, limit, now, lease, worker)
+
+    async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
+        if not outcomes:
+            return []
+        return await self._write(_sql.finish, self._claimed, outcomes, now)
+
+    async def extend(
+        self, leases: Sequence[tuple[str, int]], *, now: float, lease: float
+    ) -> list[bool]:
+        if not leases:
+            return []
+        return await self._write(_sql.extend, leases, now + lease)
+
+    async def rescue(self, *, now: float) -> list[Job]:
+        # every worker calls this every lease / 3: look first, write only when needed
+        if not await self._read(_sql.any_expired, now):
+            return []
+        return await self._write(_sql.rescue, now)
+
+    async def cancel(self, job_id: str, *, now: float) -> Job:
+        return _raise_refusal(await self._write(_sql.cancel, job_id, now))
+
+    async def retry(self, job_id: str, *, now: float) -> Job:
+        return _raise_refusal(await self._write(_sql.retry, job_id, now))
+
+    async def set_progress(self, job_id: str, token: int, progress: object) -> bool:
+        return await self._write(_sql.set_progress, self._claimed, job_id, token, progress)
+
+    # -- the Storage protocol: reads -----------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        return await self._read(_sql.get, job_id)
+
+    async def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        queue: str | None = None,
+        task: str | None = None,
+        tenant: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> Page:
+        filters: dict[str, Any] = {}
+        if status is not None:
+            filters["status"] = JobStatus(status).value
+        if queue is not None:
+            filters["queue"] = queue
+        if task is not None:
+            filters["task"] = task
+        if tenant is not None:
+            filters["tenant"] = tenant
+        found = await self._read(_sql.list_jobs, filters, cursor, limit + 1)
+        items = found[:limit]
+        more = len(found) > limit
+        return Page(items=items, next_cursor=items[-1].id if more else None)
+
+    async def counts(self) -> dict[str, dict[JobStatus, int]]:
+        out: dict[str, dict[JobStatus, int]] = {}
+        for queue, status, n in await self._read(_sql.counts):
+            by_status = out.get(queue)
+            if by_status is None:
+                by_status = out[queue] = dict.fromkeys(JobStatus, 0)
+            by_status[_STATUS[status]] = n
+        return out
+
+    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
+        return await self._read(_sql.next_run_at, queues)
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[_Listener]:
+        data_version, seen = await self._read(_sql.work_version)
+        listener = _Listener(self, data_version, seen)
+        self._listeners.append(listener)
+        try:
+            yield listener
+        finally:
+            self._listeners.remove(listener)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def prune(
+        self,
+        *,
+        older_than: float,
+        now: float,
+        archive_dir: str | os.PathLike[str] | None = None,
+        batch: int = 1000,
+    ) -> PruneReport:
+        """Delete jobs that finished more than ``older_than`` seconds before ``now``.
+
+        Jobs go in the order they were enqueued, ``batch`` at a time (default 1,000);
+        each batch is first archived to its own gzip JSON-lines file in ``archive_dir``
+        when one is given. Expired idempotency keys are forgotten too."""
+        if not older_than >= 0:
+            raise ValueError("older_than must be >= 0 seconds")
+        if not 1 <= batch <= 100_000:
+            raise ValueError("batch must be between 1 and 100,000")
+        cutoff = now - older_than
+        folder = None if archive_dir is None else Path(archive_dir)
+        pruned = archived = 0
+        files: list[str] = []
+        after = 0
+        while True:
+            jobs, after = await self._read(_sql.finished_before, cutoff, after, batch)
+            if not jobs:
+                break
+            if folder is not None:
+                written = await anyio.to_thread.run_sync(write_archive, folder, jobs)
+                files.append(str(written))
+                archived += len(jobs)
+            pruned += await self._write(_sql.delete_finished, [j.id for j in jobs], cutoff)
+            if len(jobs) < batch:
+                break
+        forgotten = await self._write(_sql.forget_keys, now)
+        return PruneReport(
+            cutoff=cutoff,
+            pruned=pruned,
+            archived=archived,
+            files=tuple(files),
+            keys_forgotten=forgotten,
+        )
+
+    async def disk_usage(self) -> DiskUsage:
+        """Sizes of the database files and the free space on their file system."""
+        free_pages = await self._read(_free_pages_bytes)
+        return await anyio.to_thread.run_sync(disk_usage, self.path, free_pages)
+
+    async def enforce_retention(self, policy: RetentionPolicy, *, now: float) -> RetentionReport:
+        """Prune by ``policy``; when free disk space is under ``policy.min_free_bytes``,
+        prune to ``low_disk_keep_for`` instead and give the freed pages back to the file
+        system. Meant to run periodically as a supervised service."""
+        before = await self.disk_usage()
+        low = before.free_bytes < policy.min_free_bytes
+        keep_for = min(policy.keep_for, policy.low_disk_keep_for) if low else policy.keep_for
+        report = await self.prune(older_than=keep_for, now=now, archive_dir=policy.archive_dir)
+        if low and report.pruned:
+            await self.vacuum()
+        after = await self.disk_usage()
+        return RetentionReport(low_disk=low, before=before, after=after, prune=report)
+
+    async def vacuum(self) -> None:
+        """Rebuild the file to give space freed by pruning back to the file system.
+
+        Needs free disk space about the size of the database, and holds the write lock
+        while it runs (seconds per GB): run it in a quiet hour.
+        """
+        await self._exclusive("VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def optimize(self) -> None:
+        """``PRAGMA optimize``: refresh the planner's statistics where they went stale.
+        Cheap; run it every few hours and before closing long-lived processes."""
+        await self._exclusive("PRAGMA optimize")
+
+    async def recount(self) -> None:
+        """Rebuild the per-queue counts from the jobs themselves (one table scan).
+
+        Every write keeps the counts in step; this is for a file edited by hand, since
+        claims on every queue look for pending work in the queues the counts name.
+        """
+        await self._write(_sql.recount)
+
+    async def checkpoint(self) -> None:
+        """Copy the WAL back into the database and truncate it to zero bytes."""
+        await self._exclusive("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async def _exclusive(self, *statements: str) -> None:
+        self._require_open()
+
+        async def run() -> None:
+            writer = self._writer
+            if writer is None:
+                raise StorageError(f"SQLite storage {str(self.path)!r} is closed")
+            for statement in statements:
+                try:
+                    await _call(writer, _run_statement, self._writer_raw, statement)
+                except sqlite3.Error as exc:
+                    raise storage_error(self.path, exc, statement) from exc
+
+        await self._batches.exclusive(run)
+
+    async def health(self) -> SQLiteHealth:
+        """Read the database once and report latency, the SQLite version, and whether
+        that version's WAL-reset bug matters here (several processes on the file)."""
+        version = sqlite3.sqlite_version
+        bug = wal_reset_bug(version)
+        started = time.perf_counter()
+        try:
+            processes = await self._read(_processes)
+        except StorageError as exc:
+            return SQLiteHealth(
+                status="unhealthy",
+                latency_ms=(time.perf_counter() - started) * 1000,
+                message=str(exc),
+                sqlite_version=version,
+                wal_reset_bug=bug,
+                processes=0,
+                path=str(self.path),
+            )
+        latency = (time.perf_counter() - started) * 1000
+        alive = sum(1 for host, pid in processes if host != self._host or _alive(pid))
+        fixed = ".".join(map(str, FIXED_IN))
+        if bug and alive > 1:
+            status: Literal["healthy", "degraded"] = "degraded"
+            message = (
+                f"SQLite {version} has the WAL-reset bug (fixed in {fixed}) and {alive} "
+                "processes use this file: rare corruption is possible; upgrade SQLite"
+            )
+        elif bug:
+            status = "healthy"
+            message = (
+                f"SQLite {version} has the WAL-reset bug (fixed in {fixed}); harmless while "
+                "one process uses the file"
+            )
+        else:
+            status, message = "healthy", f"SQLite {version}"
+        return SQLiteHealth(
+            status=status,
+            latency_ms=latency,
+            message=message,
+            sqlite_version=version,
+            wal_reset_bug=bug,
+            processes=alive,
+            path=str(self.path),
+        )
+
+
+async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(*args)`` in the connection's thread: one hop, however much it does.
+
+    aiosqlite's public API awaits every statement (~25-80 us each); a transaction run
+    as one function costs a single hop. ``Connection._execute`` is private but has kept
+    its shape through aiosqlite 0.17 to 0.22; ``open`` checks it is there.
+    """
+    result: T = await conn._execute(fn, *args)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _raise_refusal(result: Job | Exception) -> Job:
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _run_statement(conn: sqlite3.Connection, statement: str) -> None:
+    conn.execute(statement).fetchall()
+
+
+def _free_pages_bytes(conn: sqlite3.Connection) -> int:
+    pages: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    size: int = conn.execute("PRAGMA page_size").fetchone()[0]
+    return pages * size
+
+
+def _processes(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+    return conn.execute("SELECT host, pid FROM hq_processes").fetchall()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

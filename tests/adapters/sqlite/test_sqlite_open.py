@@ -1,0 +1,133 @@
+"""Files that cannot be used are refused with a clear StorageError, and left untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import hyperqueue as hq
+from hyperqueue_sqlite import SCHEMA_VERSION, SQLiteStorage
+
+pytestmark = pytest.mark.anyio
+
+
+def fingerprint(path: Path) -> tuple[str, list[str]]:
+    """The file's bytes and the names beside it (a -wal or -shm file is a change)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest(), sorted(os.listdir(path.parent))
+
+
+async def refused(path: Path, *words: str, **options: float) -> hq.StorageError:
+    before = fingerprint(path)
+    storage = SQLiteStorage(path, **options)  # type: ignore[arg-type]
+    with pytest.raises(hq.StorageError) as info:
+        await storage.open()
+    message = str(info.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+    assert fingerprint(path) == before
+    return info.value
+
+
+async def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"these are my notes, not a database\n" * 200)
+    await refused(path, "not a valid SQLite database")
+
+
+async def test_a_file_from_a_newer_hyperqueue(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE jobs (id TEXT)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    await refused(path, f"schema version {SCHEMA_VERSION + 1}", "newer")
+
+
+async def test_a_database_hyperqueue_did_not_create(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    await refused(path, "did not create")
+
+
+async def test_a_locked_file(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("CREATE TABLE t (x)")
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+        holder.execute("INSERT INTO t VALUES (1)")
+        await refused(path, "locked", busy_timeout=0.1)
+    finally:
+        holder.close()
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    path.chmod(0o444)
+    yield path
+    path.chmod(0o644)
+
+
+async def test_a_read_only_file(read_only: Path) -> None:
+    await refused(read_only, "read-only")
+
+
+async def test_a_missing_folder(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "nowhere" / "jobs.db")
+    with pytest.raises(hq.StorageError, match="is missing"):
+        await storage.open()
+    assert not (tmp_path / "nowhere").exists()
+
+
+async def test_a_new_file_is_created_in_wal_mode_with_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = SQLiteStorage(path, synchronous="FULL")
+    await storage.open()
+    await storage.open()  # harmless twice
+    await storage.aclose()
+    await storage.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"jobs", "job_keys", "audit_log", "events", "config_versions", "api_keys"} <= tables
+    finally:
+        conn.close()
+
+
+async def test_options_are_bounded(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="synchronous"):
+        SQLiteStorage(tmp_path / "a.db", synchronous="OFF")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="poll_interval"):
+        SQLiteStorage(tmp_path / "a.db", poll_interval=0)
+    with pytest.raises(ValueError, match="busy_timeout"):
+        SQLiteStorage(tmp_path / "a.db", busy_timeout=-1)
+
+
+async def test_using_a_closed_storage_is_a_storage_error(tmp_path: Path) -> None:
+    storage = SQLiteStorage(tmp_path / "jobs.db")
+    with pytest.raises(hq.StorageError, match="not open"):
+        await storage.get("x")
+
+
+def test_trio_gets_a_clear_error(tmp_path: Path) -> None:
+    import trio
+
+    storage = SQLiteStorage(tmp_path / "jobs.db")
+    with pytest.raises(hq.StorageError, match="asyncio only"):
+        trio.run(storage.open)
+    assert not (tmp_path / "jobs.db").exists()

@@ -1,0 +1,267 @@
+"""What SQLiteStorage adds to the contract: durability, sharing, batching."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import hyperqueue as hq
+from hyperqueue._ids import IdFactory
+from hyperqueue_sqlite import SQLiteStorage, _sql
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+new_id = IdFactory()
+
+
+def make(**fields: Any) -> hq.Job:
+    fields.setdefault("created_at", T0)
+    fields.setdefault("run_at", T0)
+    return hq.Job(id=new_id(T0), task=fields.pop("task", "t"), **fields)
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+    storage = SQLiteStorage(tmp_path / "jobs.db")
+    await storage.open()
+    yield storage
+    await storage.aclose()
+
+
+async def test_everything_is_still_there_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    first = SQLiteStorage(path)
+    await first.open()
+    jobs = [make(queue="q", key="k1", tenant="acme", max_attempts=2) for _ in range(1)]
+    jobs += [make(args=(i, {"x": [1, 2]}), kwargs={"s": "é"}, max_attempts=2) for i in range(4)]
+    await first.enqueue(jobs, now=T0, key_ttl=None)
+    running = await first.claim(["default"], limit=2, now=T0, lease=30, worker="w")
+    done = await first.finish(
+        [
+            hq.Outcome(
+                id=running[0].id,
+                token=running[0].token,
+                status=hq.JobStatus.COMPLETED,
+                result=[1, "a"],
+            )
+        ],
+        now=T0 + 1,
+    )
+    await first.cancel(jobs[4].id, now=T0 + 2)
+    assert await first.set_progress(running[1].id, running[1].token, {"done": 1})
+    before = {job.id: await first.get(job.id) for job in jobs}
+    counts = await first.counts()
+    await first.aclose()
+
+    second = SQLiteStorage(path)
+    await second.open()
+    try:
+        assert {job.id: await second.get(job.id) for job in jobs} == before
+        assert before[running[0].id] == done[0]
+        assert await second.counts() == counts
+        assert counts["default"][hq.JobStatus.RUNNING] == 1
+        # the idempotency key survived too
+        [again] = await second.enqueue(
+            [make(queue="q", key="k1", tenant="acme")], now=T0 + 5, key_ttl=None
+        )
+        assert again.id == jobs[0].id
+        # the running job's lease is still honoured, and still expires
+        assert await second.rescue(now=T0 + 10) == []
+        [rescued] = await second.rescue(now=T0 + 31)
+        assert rescued.id == running[1].id and rescued.status is hq.JobStatus.PENDING
+    finally:
+        await second.aclose()
+
+
+async def test_a_second_storage_on_the_file_sees_the_same_jobs_and_fences(tmp_path: Path) -> None:
+    """Two storages on one file behave as two processes would (two connections each)."""
+    a, b = SQLiteStorage(tmp_path / "jobs.db"), SQLiteStorage(tmp_path / "jobs.db")
+    await a.open()
+    await b.open()
+    try:
+        await a.enqueue([make() for _ in range(50)], now=T0, key_ttl=None)
+        batches: list[list[hq.Job]] = []
+
+        async def claimer(storage: SQLiteStorage, name: str) -> None:
+            for _ in range(10):
+                batch = await storage.claim(None, limit=3, now=T0, lease=30, worker=name)
+                batches.append(batch)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(3):
+                tg.start_soon(claimer, a, f"a{i}")
+                tg.start_soon(claimer, b, f"b{i}")
+        ids = [job.id for batch in batches for job in batch]
+        assert len(ids) == len(set(ids)) == 50
+        job = batches[0][0]
+        mine, other = (a, b) if job.worker and job.worker.startswith("a") else (b, a)
+        await other.cancel(job.id, now=T0)
+        outcome = hq.Outcome(id=job.id, token=job.token, status=hq.JobStatus.COMPLETED)
+        assert await mine.finish([outcome], now=T0) == [None]
+        assert (await b.counts())["default"][hq.JobStatus.RUNNING] == 49
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_listener_wakes_for_work_written_by_another_connection(tmp_path: Path) -> None:
+    a = SQLiteStorage(tmp_path / "jobs.db")
+    b = SQLiteStorage(tmp_path / "jobs.db", poll_interval=0.002)
+    await a.open()
+    await b.open()
+    try:
+        async with b.listen() as listener:
+            listener.clear()
+            # writes that make no work ready do not wake it
+            await a.enqueue([make()], now=T0, key_ttl=None)
+            with anyio.fail_after(5):
+                await listener.wait()
+            listener.clear()
+            [job] = await a.claim(None, limit=1, now=T0, lease=30, worker="w")
+            with anyio.move_on_after(0.05) as idle:
+                await listener.wait()
+            assert idle.cancelled_caught, "a claim is not new work"
+            # a job sent back to pending is
+            await a.finish(
+                [
+                    hq.Outcome(
+                        id=job.id, token=job.token, status=hq.JobStatus.PENDING, run_at=T0 + 1
+                    )
+                ],
+                now=T0,
+            )
+            with anyio.fail_after(5):
+                await listener.wait()
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_concurrent_writes_share_transactions(
+    storage: SQLiteStorage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    apply = _sql.apply_batch
+
+    def counting(conn: sqlite3.Connection, ops: list[_sql.Op]) -> int | None:
+        batches.append(len(ops))
+        return apply(conn, ops)
+
+    monkeypatch.setattr(_sql, "apply_batch", counting)
+    jobs = [make() for _ in range(200)]
+
+    async def enqueue(job: hq.Job) -> None:
+        await storage.enqueue([job], now=T0, key_ttl=None)
+
+    async with anyio.create_task_group() as tg:
+        for job in jobs:
+            tg.start_soon(enqueue, job)
+    assert sum(batches) == 200
+    assert len(batches) < 20, batches
+    assert (await storage.counts())["default"][hq.JobStatus.PENDING] == 200
+
+
+async def test_one_bad_write_fails_alone(storage: SQLiteStorage) -> None:
+    good = [make() for _ in range(5)]
+    dup = make()
+    await storage.enqueue([dup], now=T0, key_ttl=None)
+    results: dict[str, object] = {}
+
+    async def enqueue(job: hq.Job) -> None:
+        try:
+            results[job.id] = await storage.enqueue([job], now=T0, key_ttl=None)
+        except hq.StorageError as exc:
+            results[job.id] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(enqueue, good[0])
+        tg.start_soon(enqueue, good[1])
+        tg.start_soon(enqueue, dup)  # same id again: a constraint error
+        for job in good[2:]:
+            tg.start_soon(enqueue, job)
+    assert isinstance(results[dup.id], hq.StorageError)
+    assert "UNIQUE" in str(results[dup.id])
+    for job in good:
+        assert results[job.id] == [job]
+        assert await storage.get(job.id) == job
+
+
+async def test_a_claim_scans_only_pending_jobs(storage: SQLiteStorage) -> None:
+    """Finished jobs pile up; the claim must use the pending-only index, not the table."""
+    conn = sqlite3.connect(storage.path)
+    try:
+        for queues in (1, 3):
+            params: dict[str, object] = {f"q{i}": "default" for i in range(queues)}
+            params.update(now=T0, until=T0, worker="w", limit=10)
+            plan = [
+                row[3]
+                for row in conn.execute("EXPLAIN QUERY PLAN " + _sql._claim_sql(queues), params)
+            ]
+            searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
+            assert all(
+                "jobs_ready" in s or "PRIMARY KEY" in s or "subquery" in s for s in searches
+            ), plan
+    finally:
+        conn.close()
+
+
+async def test_next_run_at_and_delays_across_many_queues(storage: SQLiteStorage) -> None:
+    queues = [f"q{i}" for i in range(12)]
+    jobs = [make(queue=q, run_at=T0 + 20 - i) for i, q in enumerate(queues)]
+    await storage.enqueue(jobs, now=T0, key_ttl=None)
+    assert await storage.next_run_at(queues) == T0 + 9
+    assert await storage.next_run_at(queues[:2]) == T0 + 19
+    assert await storage.next_run_at(None) == T0 + 9
+    assert await storage.next_run_at([]) is None
+    assert await storage.claim(queues, limit=5, now=T0, lease=30, worker="w") == []
+    claimed = await storage.claim(queues, limit=5, now=T0 + 17, lease=30, worker="w")
+    assert [j.queue for j in claimed] == ["q11", "q10", "q9", "q8", "q7"]
+    claimed = await storage.claim(queues[:4], limit=5, now=T0 + 17, lease=30, worker="w")
+    assert [j.queue for j in claimed] == ["q3"]
+
+
+async def test_a_queue_runs_jobs_end_to_end(tmp_path: Path) -> None:
+    queue = hq.Queue(SQLiteStorage(tmp_path / "jobs.db"))
+    attempts: list[int] = []
+
+    @queue.task
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    @queue.task(retry=hq.Retry(attempts=3, backoff=0.001, jitter=0.0, on=(ValueError,)))
+    async def flaky() -> str:
+        attempts.append(1)
+        await hq.report_progress({"try": len(attempts)})
+        if len(attempts) < 3:
+            raise ValueError("not yet")
+        return "ok"
+
+    async with queue, queue.worker(concurrency=4):
+        job = await add.enqueue(1, 2)
+        other = await flaky.enqueue()
+        with anyio.fail_after(10):
+            assert (await queue.wait(job.id, timeout=5)).result == 3
+            done = await queue.wait(other.id, timeout=5)
+        assert done.status is hq.JobStatus.COMPLETED and done.result == "ok"
+        assert done.attempts == 3 and done.progress == {"try": 3}
+
+
+async def test_recount_repairs_counts_after_a_hand_edit(storage: SQLiteStorage) -> None:
+    job = make(queue="side")
+    conn = sqlite3.connect(storage.path)
+    with conn:  # a job added by hand, as an operator might
+        from hyperqueue_sqlite._rows import INSERT, job_to_row
+
+        conn.execute(INSERT, job_to_row(job))
+    conn.close()
+    assert await storage.claim(None, limit=5, now=T0, lease=30, worker="w") == []
+    await storage.recount()
+    assert (await storage.counts())["side"][hq.JobStatus.PENDING] == 1
+    [claimed] = await storage.claim(None, limit=5, now=T0, lease=30, worker="w")
+    assert claimed.id == job.id
