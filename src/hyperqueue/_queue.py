@@ -439,6 +439,7 @@ class Queue:
         queues: Sequence[str] | None = None,
         lease: float = 30.0,
         drain_timeout: float = 30.0,
+        prefetch: int = 0,
         name: str | None = None,
     ) -> Worker:
         """A pool running this queue's jobs; ``async with`` starts it and drains it.
@@ -447,6 +448,12 @@ class Queue:
         renewed every ``lease / 3`` while the job runs. On exit the pool stops claiming,
         lets running jobs finish for up to ``drain_timeout`` seconds, then cancels them
         and hands them back as pending.
+
+        ``prefetch`` claims up to that many jobs beyond ``concurrency`` so the next ones
+        are at hand when a runner frees up: worth it for short jobs on a storage with
+        round trips (SQLite, PostgreSQL). Prefetched jobs count as running (their lease
+        is renewed) though they wait, so keep it 0 for long jobs, or one pool would
+        hoard work that another could start.
         """
         return Worker(
             self,
@@ -454,6 +461,7 @@ class Queue:
             queues=queues,
             lease=lease,
             drain_timeout=drain_timeout,
+            prefetch=prefetch,
             name=name,
         )
 

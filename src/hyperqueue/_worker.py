@@ -14,6 +14,7 @@ that have a timeout.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import traceback as tb_module
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
     from .abc import WorkListener
 
 __all__ = ["Worker", "WorkerStats", "current_job", "report_progress"]
+
+_log = logging.getLogger("hyperqueue.worker")
 
 _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
@@ -114,15 +117,19 @@ class Worker:
         lease: float,
         drain_timeout: float,
         name: str | None,
+        prefetch: int = 0,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if prefetch < 0:
+            raise ValueError("prefetch must be >= 0")
         if not lease > 0:
             raise ValueError("lease must be > 0 seconds")
         if not drain_timeout >= 0:
             raise ValueError("drain_timeout must be >= 0 seconds")
         self._queue = queue
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.queues = tuple(queues) if queues is not None else None
         self.lease = lease
         self.drain_timeout = drain_timeout
@@ -143,6 +150,7 @@ class Worker:
         # runner about to claim, or by the flusher within one turn of the event loop
         self._outcomes: list[tuple[Outcome, Job]] = []
         self._flush_wanted: anyio.Event | None = None
+        self._storage_failures = 0
         self._counts = dict.fromkeys(("completed", "failed", "retried", "cancelled", "lost"), 0)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -191,7 +199,7 @@ class Worker:
         if self._buffer:  # claimed but never started: straight back to pending
             jobs = list(self._buffer)
             self._buffer.clear()
-            await self._settle([(_released(job), job) for job in jobs])
+            await self._release(jobs)
         if self._busy:
             with self._queue.clock.cancel_after(timeout):
                 await self._drained.wait()
@@ -201,7 +209,10 @@ class Worker:
                 runner.scope.cancel()
         if self._busy:
             await self._drained.wait()
-        await self._flush()
+        for attempt in range(3):
+            if await self._flush():
+                break
+            await self._queue.clock.sleep(0.05 * 2**attempt)
         if self._maintenance is not None:
             self._maintenance.cancel()
 
@@ -262,8 +273,8 @@ class Worker:
                 await self._execute(runner, job)
                 if not buffer:
                     await self._flush()
-                elif not self._flush_wanted.is_set():  # type: ignore[union-attr]
-                    self._flush_wanted.set()  # type: ignore[union-attr]
+                else:
+                    self._want_flush()
             elif self._stopping:
                 return
             elif self._claiming:
@@ -282,13 +293,18 @@ class Worker:
         try:
             while not self._stopping:
                 listener.clear()
-                free = self.concurrency - self._busy - len(self._buffer)
+                free = self.concurrency + self.prefetch - self._busy - len(self._buffer)
                 now = clock.now()
-                jobs = await storage.claim(
-                    self.queues, limit=free, now=now, lease=self.lease, worker=self.name
-                )
+                try:
+                    jobs = await storage.claim(
+                        self.queues, limit=free, now=now, lease=self.lease, worker=self.name
+                    )
+                except Exception:
+                    await self._storage_failed("claiming jobs")
+                    continue
+                self._storage_failures = 0
                 if jobs and self._stopping:  # drain began while we claimed
-                    await self._settle([(_released(job), job) for job in jobs])
+                    await self._release(jobs)
                     return
                 if jobs:
                     self._buffer.extend(jobs)
@@ -350,7 +366,23 @@ class Worker:
                         raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
                 if result is not None:
                     result = to_json_form(result)
-                outcome = Outcome(id=job.id, token=job.token, status=_COMPLETED, result=result)
+                policy = task.retry
+                if (
+                    policy is not None
+                    and policy.on_result is not None
+                    and job.attempts < job.max_attempts
+                    and policy.retries_result(result)
+                ):
+                    outcome = Outcome(
+                        id=job.id,
+                        token=job.token,
+                        status=_PENDING,
+                        result=result,
+                        error=f"result {result!r} asks for a retry",
+                        run_at=queue.clock.now() + policy.delay(job.attempts),
+                    )
+                else:
+                    outcome = Outcome(id=job.id, token=job.token, status=_COMPLETED, result=result)
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
             runner.job = None
@@ -385,16 +417,48 @@ class Worker:
             return
         with anyio.CancelScope(shield=True):
             if reason == "drain":
-                await self._settle([(_released(job), job)])
+                await self._release([job])
             elif reason == "lost":
                 self._counts["lost"] += 1
             else:  # cancelled through the queue, which already stored and announced it
                 self._counts["cancelled"] += 1
 
-    async def _flush(self) -> None:
-        if self._outcomes:
-            batch, self._outcomes = self._outcomes, []
+    async def _release(self, jobs: list[Job]) -> None:
+        """Hand claimed jobs back as pending without counting the attempt."""
+        try:
+            await self._settle([(_released(job), job) for job in jobs])
+        except Exception:  # their leases run out and they are rescued instead
+            _log.exception("handing back %d jobs failed", len(jobs))
+
+    def _want_flush(self) -> None:
+        wanted = self._flush_wanted
+        assert wanted is not None
+        if not wanted.is_set():
+            wanted.set()
+
+    async def _flush(self) -> bool:
+        """Store the outcomes waiting; on a storage error keep them for the flusher."""
+        if not self._outcomes:
+            return True
+        batch, self._outcomes = self._outcomes, []
+        try:
             await self._settle(batch)
+        except Exception:
+            self._outcomes[:0] = batch  # their leases are still renewed meanwhile
+            self._want_flush()
+            _log.exception("storing %d job outcomes failed; retrying", len(batch))
+            return False
+        return True
+
+    async def _storage_failed(self, doing: str) -> None:
+        """Log a storage error and back off (50 ms doubling to 5 s) before trying again.
+
+        A worker outlives a storage that is briefly unavailable (a locked SQLite file,
+        a PostgreSQL failover) instead of tearing down the pool.
+        """
+        self._storage_failures += 1
+        _log.exception("storage failed while %s (failure %d)", doing, self._storage_failures)
+        await self._queue.clock.sleep(min(0.05 * 2 ** (self._storage_failures - 1), 5.0))
 
     async def _settle(self, batch: Sequence[tuple[Outcome, Job]]) -> None:
         """Store outcomes in one call, then announce what storage accepted."""
@@ -437,19 +501,27 @@ class Worker:
 
     async def _flusher(self) -> None:
         """Store outcomes that runners left while they went on to the next job."""
+        failures = 0
         while True:
             assert self._flush_wanted is not None
             await self._flush_wanted.wait()
             self._flush_wanted = anyio.Event()
-            await self._flush()
+            if await self._flush():
+                failures = 0
+            else:
+                failures += 1
+                await self._queue.clock.sleep(min(0.05 * 2 ** (failures - 1), 5.0))
 
     async def _maintain(self) -> None:
         """Renew leases of claimed jobs and rescue jobs whose lease expired elsewhere."""
         clock = self._queue.clock
         while True:
             await clock.sleep(self.lease / 3)
-            await self._heartbeat()
-            await self._rescue()
+            try:
+                await self._heartbeat()
+                await self._rescue()
+            except Exception:
+                _log.exception("renewing leases failed; trying again in %.1f s", self.lease / 3)
 
     async def _heartbeat(self) -> None:
         queue = self._queue

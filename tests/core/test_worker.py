@@ -485,3 +485,86 @@ async def test_typed_arguments_reach_the_task_as_their_types(queue: hq.Queue) ->
     job = await typed.enqueue(dt.date(2026, 11, 23), count=3)
     async with guard(), queue.worker():
         assert (await queue.wait(job.id)).result == "2026:3"
+
+
+class FlakyStorage(hq.MemoryStorage):
+    """Memory storage whose claim and finish fail a set number of times first."""
+
+    def __init__(self, claim_failures: int = 0, finish_failures: int = 0) -> None:
+        super().__init__()
+        self.claim_failures = claim_failures
+        self.finish_failures = finish_failures
+
+    async def claim(self, *args: object, **kwargs: object) -> list[hq.Job]:  # type: ignore[override]
+        if self.claim_failures:
+            self.claim_failures -= 1
+            raise hq.StorageError("database is locked")
+        return await super().claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    async def finish(self, *args: object, **kwargs: object) -> list[hq.Job | None]:  # type: ignore[override]
+        if self.finish_failures:
+            self.finish_failures -= 1
+            raise hq.StorageError("disk I/O error")
+        return await super().finish(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_worker_outlives_storage_errors_and_loses_no_outcome(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = FlakyStorage(claim_failures=2, finish_failures=3)
+    queue = hq.Queue(storage, clock=clock)
+    runs = 0
+
+    @queue.task
+    async def once() -> str:
+        nonlocal runs
+        runs += 1
+        return "stored"
+
+    job = await once.enqueue()
+    async with guard(), queue.worker():
+        for _ in range(10):  # back-offs of 50 ms, 100 ms, ... on the fake clock
+            await clock.advance(0.5)
+        done = await queue.wait(job.id)
+    assert done.result == "stored" and runs == 1
+    assert storage.claim_failures == storage.finish_failures == 0
+    assert "storage failed while claiming jobs" in caplog.text
+    assert "storing 1 job outcomes failed" in caplog.text
+
+
+async def test_prefetch_claims_beyond_concurrency(queue: hq.Queue) -> None:
+    release = anyio.Event()
+
+    @queue.task
+    async def hold() -> None:
+        await release.wait()
+
+    jobs = [await hold.enqueue() for _ in range(10)]
+    async with guard(), queue.worker(concurrency=2, prefetch=3) as worker:
+        await anyio.wait_all_tasks_blocked()
+        assert worker.stats().running == 2
+        # two run, three wait in the pool's buffer under a renewed lease
+        assert (await queue.stats())["default"].running == 5
+        release.set()
+        for job in jobs:
+            await queue.wait(job.id)
+    assert (await queue.stats())["default"].completed == 10
+
+
+async def test_retry_on_result_reruns_until_the_result_is_accepted(
+    queue: hq.Queue, clock: FakeClock
+) -> None:
+    answers = iter([503, 502, 200])
+
+    @queue.task(retry=hq.Retry(3, backoff=1.0, jitter=0.0, on_result=lambda r: r >= 500))
+    async def call() -> int:
+        return next(answers)
+
+    job = await call.enqueue()
+    async with guard(), queue.worker():
+        await anyio.wait_all_tasks_blocked()
+        assert (await queue.get(job.id)).error == "result 503 asks for a retry"
+        await clock.advance(1.0)
+        await clock.advance(2.0)
+        done = await queue.wait(job.id)
+    assert done.result == 200 and done.attempts == 3 and done.status is hq.JobStatus.COMPLETED
