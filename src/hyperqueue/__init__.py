@@ -16,6 +16,7 @@ from ._breaker import (
     BreakerStats,
     CircuitBreaker,
 )
+from ._cache import Cache, CacheNamespace, CacheStats, cached
 from ._clock import Clock, SystemClock
 from ._errors import (
     ArgumentError,
@@ -46,6 +47,7 @@ from ._memory import MemoryStorage
 from ._models import Job, JobStatus, Outcome, Page, Priority, QueueStats
 from ._modes import Mode, ModeChanged, ModeController, ModeRefused, ModeState, Operation
 from ._queue import Queue
+from ._ratelimit import RateLimiter, RateLimitExceeded, RateLimitResult
 from ._retry import Attempt, Retry, retry
 from ._run import run_worker
 from ._services import Service, ServiceStats, Supervisor
@@ -61,6 +63,9 @@ __all__ = [
     "BreakerState",
     "BreakerStateChanged",
     "BreakerStats",
+    "Cache",
+    "CacheNamespace",
+    "CacheStats",
     "CheckResult",
     "CircuitBreaker",
     "CircuitOpenError",
@@ -99,6 +104,9 @@ __all__ = [
     "Priority",
     "Queue",
     "QueueStats",
+    "RateLimitExceeded",
+    "RateLimitResult",
+    "RateLimiter",
     "Retry",
     "Service",
     "ServiceStats",
@@ -111,6 +119,7 @@ __all__ = [
     "UnknownTask",
     "Worker",
     "WorkerStats",
+    "cached",
     "current_job",
     "report_progress",
     "retry",
