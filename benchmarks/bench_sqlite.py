@@ -114,7 +114,7 @@ def raw_in_thread(n: int, per_tx: int) -> float:
 # -- hyperqueue ------------------------------------------------------------------------
 
 
-def hyperqueue_run(n: int, enqueue_mode: str) -> tuple[float, float]:
+def hyperqueue_run(n: int, enqueue_mode: str, prefetch: int = 0) -> tuple[float, float]:
     """(seconds to enqueue n jobs, seconds for the pool to run them)."""
 
     async def main() -> tuple[float, float]:
@@ -148,7 +148,7 @@ def hyperqueue_run(n: int, enqueue_mode: str) -> tuple[float, float]:
                     for _ in range(0, n, 100):
                         await queue.enqueue_many([hq.Submission(task="noop")] * 100)
                 enqueued = time.perf_counter()
-                async with queue.worker(concurrency=CONCURRENCY):
+                async with queue.worker(concurrency=CONCURRENCY, prefetch=prefetch):
                     await done.wait()
                 ran = time.perf_counter()  # after the drain stored the last outcomes
                 counts = (await queue.stats())["default"]
@@ -303,15 +303,22 @@ def main() -> None:
         repeats, lambda: raw_in_thread(n, 100)
     )
     ceiling = figures["raw sqlite3, 100 jobs per transaction"]
-    for mode in ("sequential", "concurrent", "enqueue_many"):
-        runs = [hyperqueue_run(n, mode) for _ in range(repeats)]
+    for mode, prefetch in (
+        ("sequential", 0),
+        ("concurrent", 0),
+        ("enqueue_many", 0),
+        ("enqueue_many", 90),
+    ):
+        runs = [hyperqueue_run(n, mode, prefetch) for _ in range(repeats)]
         enqueue = statistics.median(r[0] for r in runs)
         run = statistics.median(r[1] for r in runs)
         total = statistics.median(r[0] + r[1] for r in runs)
-        figures[f"hyperqueue, enqueue ({mode})"] = n / enqueue
-        if mode == "sequential":
-            figures["hyperqueue, run (worker pool)"] = n / run
-        figures[f"hyperqueue, end to end ({mode} enqueue)"] = n / total
+        suffix = f", prefetch {prefetch}" if prefetch else ""
+        if not prefetch:
+            figures[f"hyperqueue, enqueue ({mode})"] = n / enqueue
+        if mode == "enqueue_many":
+            figures[f"hyperqueue, run (worker pool{suffix})"] = n / run
+        figures[f"hyperqueue, end to end ({mode} enqueue{suffix})"] = n / total
     figures["huey SqliteHuey, end to end"] = median_of(repeats, lambda: huey_run(n))
     figures["persist-queue SQLiteAckQueue, end to end"] = median_of(
         repeats, lambda: persist_queue_run(n)
