@@ -14,12 +14,14 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
 
+from ._breaker import BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._errors import JobNotFound, JobTimeout, OptionError, UnknownTask
 from ._events import EventBus, JobCancelled, JobEnqueued
 from ._ids import IdFactory
 from ._memory import MemoryStorage
 from ._models import Job, JobStatus, Page, Priority, QueueStats
+from ._ratelimit import RateLimiter
 from ._retry import Retry
 from ._task import Submission, Task
 from .abc import Storage
@@ -69,11 +71,17 @@ class Queue:
         clock: Clock | None = None,
         events: EventBus | None = None,
         key_ttl: float | None = _DEFAULT_KEY_TTL,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.events = events if events is not None else EventBus()
         self.key_ttl = key_ttl
+        self.breakers = (
+            breakers
+            if breakers is not None
+            else BreakerRegistry(clock=self.clock, events=self.events)
+        )
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._new_id = IdFactory()
         self._opened = False
@@ -120,6 +128,9 @@ class Queue:
         priority: Priority | str = Priority.NORMAL,
         timeout: float | None = None,
         retry: Retry | None = None,
+        breaker: str | CircuitBreaker | None = None,
+        rate_limit: str | RateLimiter | None = None,
+        rate_limit_key: Callable[..., str] | None = None,
     ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
 
     def task(
@@ -132,8 +143,20 @@ class Queue:
         priority: Priority | str = Priority.NORMAL,
         timeout: float | None = None,
         retry: Retry | None = None,
+        breaker: str | CircuitBreaker | None = None,
+        rate_limit: str | RateLimiter | None = None,
+        rate_limit_key: Callable[..., str] | None = None,
     ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
-        """Register an async function as a task, bare (``@queue.task``) or with options."""
+        """Register an async function as a task, bare (``@queue.task``) or with options.
+
+        ``breaker`` names a circuit breaker of :attr:`breakers` (or is one): while it is
+        open, jobs of the task are deferred until it half-opens, neither failed nor
+        counted as attempts, and the task's failures count against it.
+        ``rate_limit`` (``"10/second"``, or a :class:`RateLimiter`) caps how often jobs
+        of the task start, in this process; ``rate_limit_key(*args, **kwargs)`` makes
+        the limit per key (per customer, say). Jobs over the limit are deferred until it
+        lets them through, not failed.
+        """
 
         def register(fn: Callable[P, Awaitable[R]]) -> Task[P, R]:
             if not callable(fn):
@@ -151,6 +174,11 @@ class Queue:
                 priority=_priority(priority, Priority.NORMAL),
                 timeout=_seconds("timeout", timeout, positive=True),
                 retry=retry,
+                breaker=self.breakers.get(breaker) if isinstance(breaker, str) else breaker,
+                limiter=RateLimiter(rate_limit, clock=self.clock)
+                if isinstance(rate_limit, str)
+                else rate_limit,
+                limit_key=rate_limit_key,
             )
             self.tasks[task_name] = task
             return task

@@ -42,7 +42,6 @@ class Signature:
     """The calling convention of one task function, prepared once."""
 
     __slots__ = (
-        "convert_at_run",
         "_names",
         "_positional",
         "_required",
@@ -51,6 +50,7 @@ class Signature:
         "_var_keyword_type",
         "_var_positional",
         "_var_positional_type",
+        "convert_at_run",
         "name",
     )
 

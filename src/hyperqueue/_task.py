@@ -12,7 +12,9 @@ from ._retry import Retry
 from ._signature import Signature
 
 if TYPE_CHECKING:
+    from ._breaker import CircuitBreaker
     from ._queue import Queue
+    from ._ratelimit import RateLimiter
 
 __all__ = ["Submission", "Task", "TaskCall"]
 
@@ -45,7 +47,10 @@ class Task(Generic[P, R]):
 
     __slots__ = (
         "_owner",
+        "breaker",
         "fn",
+        "limit_key",
+        "limiter",
         "max_attempts",
         "name",
         "priority",
@@ -65,8 +70,14 @@ class Task(Generic[P, R]):
         priority: Priority,
         timeout: float | None,
         retry: Retry | None,
+        breaker: CircuitBreaker | None = None,
+        limiter: RateLimiter | None = None,
+        limit_key: Callable[..., str] | None = None,
     ) -> None:
         self._owner = owner
+        self.breaker = breaker
+        self.limiter = limiter
+        self.limit_key = limit_key
         self.fn = fn
         self.name = name
         self.queue = queue

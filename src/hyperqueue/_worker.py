@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._errors import HyperqueueError, JobTimeout
+from ._errors import CircuitOpenError, HyperqueueError, JobTimeout
 from ._events import (
     JobCompleted,
     JobFailed,
@@ -67,6 +68,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     retried: int
     cancelled: int
     lost: int
+    deferred: int
 
 
 class _Runner:
@@ -151,7 +153,9 @@ class Worker:
         self._outcomes: list[tuple[Outcome, Job]] = []
         self._flush_wanted: anyio.Event | None = None
         self._storage_failures = 0
-        self._counts = dict.fromkeys(("completed", "failed", "retried", "cancelled", "lost"), 0)
+        self._counts = dict.fromkeys(
+            ("completed", "failed", "retried", "cancelled", "lost", "deferred"), 0
+        )
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -357,11 +361,16 @@ class Worker:
                     args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
                 else:
                     args, kwargs = job.args, job.kwargs
+                if task.limiter is not None:
+                    wait = self._rate_limited(task, args, kwargs)
+                    if wait is not None:
+                        raise _Deferred(wait)
+                fn = task.fn if task.breaker is None else partial(task.breaker.call, task.fn)
                 if job.timeout is None:
-                    result = await task.fn(*args, **kwargs)
+                    result = await fn(*args, **kwargs)
                 else:
                     with queue.clock.cancel_after(job.timeout) as timer:
-                        result = await task.fn(*args, **kwargs)
+                        result = await fn(*args, **kwargs)
                     if timer.cancelled_caught:
                         raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
                 if result is not None:
@@ -383,6 +392,12 @@ class Worker:
                     )
                 else:
                     outcome = Outcome(id=job.id, token=job.token, status=_COMPLETED, result=result)
+            except _Deferred as deferral:
+                outcome = _released(job, run_at=deferral.run_at)
+                self._counts["deferred"] += 1
+            except CircuitOpenError as exc:  # not an attempt: wait for a trial to pass
+                outcome = _released(job, run_at=exc.retry_at)
+                self._counts["deferred"] += 1
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
             runner.job = None
@@ -392,6 +407,14 @@ class Worker:
             if self._stopping and not self._busy:
                 assert self._drained is not None
                 self._drained.set()
+
+    def _rate_limited(self, task: Any, args: Any, kwargs: Any) -> float | None:
+        """None if the task's rate limit lets this job start now, else when it may."""
+        limiter = task.limiter
+        key = task.name if task.limit_key is None else str(task.limit_key(*args, **kwargs))
+        if limiter.hit(key):
+            return None
+        return float(self._queue.clock.now() + max(limiter.retry_after(key), 0.001))
 
     def _failure(self, job: Job, task: Any, exc: Exception) -> Outcome:
         error = f"{type(exc).__name__}: {exc}"
@@ -547,5 +570,11 @@ class Worker:
                 queue.events.publish(JobRescued(at=now, job=job))
 
 
-def _released(job: Job) -> Outcome:
-    return Outcome(id=job.id, token=job.token, status=_PENDING, released=True)
+def _released(job: Job, *, run_at: float | None = None) -> Outcome:
+    """Back to pending without counting the attempt (drain, breaker, rate limit)."""
+    return Outcome(id=job.id, token=job.token, status=_PENDING, released=True, run_at=run_at)
+
+
+class _Deferred(Exception):
+    def __init__(self, run_at: float) -> None:
+        self.run_at = run_at

@@ -568,3 +568,70 @@ async def test_retry_on_result_reruns_until_the_result_is_accepted(
         await clock.advance(2.0)
         done = await queue.wait(job.id)
     assert done.result == 200 and done.attempts == 3 and done.status is hq.JobStatus.COMPLETED
+
+
+async def test_open_breaker_defers_jobs_without_spending_attempts(
+    clock: FakeClock,
+) -> None:
+    queue = hq.Queue(
+        clock=clock, breakers=hq.BreakerRegistry(clock=clock, failure_threshold=2, open_for=30.0)
+    )
+    healthy = False
+
+    @queue.task(breaker="payments", retry=hq.Retry(5, backoff=1.0, jitter=0.0))
+    async def charge(n: int) -> int:
+        if not healthy:
+            raise ConnectionError("gateway down")
+        return n
+
+    first, second = await charge.enqueue(1), await charge.enqueue(2)
+    async with guard(), queue.worker(concurrency=1) as worker:
+        await anyio.wait_all_tasks_blocked()
+        await clock.advance(1.0)  # both failed once: the breaker opened
+        assert queue.breakers.get("payments").state is hq.BreakerState.OPEN
+        third = await charge.enqueue(3)
+        await anyio.wait_all_tasks_blocked()
+        deferred = await queue.get(third.id)
+        assert deferred.status is hq.JobStatus.PENDING and deferred.attempts == 0
+        assert deferred.run_at == pytest.approx(queue.breakers.get("payments").retry_at)
+        healthy = True
+        await clock.advance(30.0)  # half-open: a trial passes and closes it
+        done = [await queue.wait(j.id) for j in (first, second, third)]
+        assert worker.stats().deferred >= 1
+    assert [j.result for j in done] == [1, 2, 3]
+    assert done[2].attempts == 1, "deferrals did not count as attempts"
+
+
+async def test_rate_limited_task_defers_jobs_over_the_limit(
+    queue: hq.Queue, clock: FakeClock
+) -> None:
+    started: list[float] = []
+
+    @queue.task(rate_limit="2/second")
+    async def ping(n: int) -> None:
+        started.append(clock.now())
+
+    jobs = [await ping.enqueue(n) for n in range(5)]
+    async with guard(), queue.worker():
+        await anyio.wait_all_tasks_blocked()
+        assert len(started) == 2
+        for _ in range(3):
+            await clock.advance(1.0)
+        for job in jobs:
+            done = await queue.wait(job.id)
+            assert done.status is hq.JobStatus.COMPLETED and done.attempts == 1
+    t0 = started[0]
+    assert [round(t - t0) for t in started] == [0, 0, 1, 1, 2]
+
+
+async def test_rate_limit_per_key_from_the_arguments(queue: hq.Queue) -> None:
+    @queue.task(rate_limit="1/minute", rate_limit_key=lambda customer: customer)
+    async def bill(customer: str) -> str:
+        return customer
+
+    jobs = [await bill.enqueue(c) for c in ("a", "b", "a")]
+    async with guard(), queue.worker():
+        assert (await queue.wait(jobs[0].id)).result == "a"
+        assert (await queue.wait(jobs[1].id)).result == "b"
+        await anyio.wait_all_tasks_blocked()
+        assert (await queue.get(jobs[2].id)).status is hq.JobStatus.PENDING
