@@ -16,6 +16,7 @@ from ._breaker import (
     BreakerStats,
     CircuitBreaker,
 )
+from ._buffer import BufferStats, MetricsBuffer
 from ._cache import Cache, CacheNamespace, CacheStats, cached
 from ._clock import Clock, SystemClock
 from ._errors import (
@@ -32,8 +33,11 @@ from ._errors import (
 from ._events import (
     Event,
     EventBus,
+    EventBusStats,
+    EventStream,
     JobCancelled,
     JobCompleted,
+    JobDeferred,
     JobEnqueued,
     JobEvent,
     JobFailed,
@@ -41,6 +45,7 @@ from ._events import (
     JobRescued,
     JobRetrying,
     JobStarted,
+    SubscriberStats,
 )
 from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
 from ._memory import MemoryStorage
@@ -63,6 +68,7 @@ __all__ = [
     "BreakerState",
     "BreakerStateChanged",
     "BreakerStats",
+    "BufferStats",
     "Cache",
     "CacheNamespace",
     "CacheStats",
@@ -72,6 +78,8 @@ __all__ = [
     "Clock",
     "Event",
     "EventBus",
+    "EventBusStats",
+    "EventStream",
     "Health",
     "HealthCheck",
     "HealthReport",
@@ -81,6 +89,7 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobCompleted",
+    "JobDeferred",
     "JobEnqueued",
     "JobEvent",
     "JobFailed",
@@ -92,6 +101,7 @@ __all__ = [
     "JobStatus",
     "JobTimeout",
     "MemoryStorage",
+    "MetricsBuffer",
     "Mode",
     "ModeChanged",
     "ModeController",
@@ -112,6 +122,7 @@ __all__ = [
     "ServiceStats",
     "StorageError",
     "Submission",
+    "SubscriberStats",
     "Supervisor",
     "SystemClock",
     "Task",

@@ -85,6 +85,7 @@ class Queue:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._new_id = IdFactory()
         self._opened = False
+        self._owns_bus = False
         self._waiters: dict[str, anyio.Event] = {}
         self._workers: list[Any] = []
 
@@ -101,7 +102,11 @@ class Queue:
             await self.storage.aclose()
 
     async def __aenter__(self) -> Queue:
+        """Open the storage, and run the event bus's async subscribers if nobody does."""
         await self.open()
+        if self.events._tg is None:
+            await self.events.__aenter__()
+            self._owns_bus = True
         return self
 
     async def __aexit__(
@@ -110,8 +115,13 @@ class Queue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with anyio.CancelScope(shield=True):
-            await self.aclose()
+        try:
+            if self._owns_bus:  # its task group must close in this scope, not a nested one
+                self._owns_bus = False
+                await self.events.__aexit__(None, None, None)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.aclose()
 
     # -- tasks -----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ import msgspec
 from ._errors import CircuitOpenError, HyperqueueError, JobTimeout
 from ._events import (
     JobCompleted,
+    JobDeferred,
     JobFailed,
     JobProgress,
     JobRescued,
@@ -504,6 +505,8 @@ class Worker:
                     counts["retried"] += 1
                     if events.active:
                         events.publish(JobRetrying(at=now, job=job))
+                elif outcome.run_at is not None and events.active:  # breaker or rate limit
+                    events.publish(JobDeferred(at=now, job=job))
                 continue
             elif status is _FAILED:
                 counts["failed"] += 1

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 import hyperqueue as hq
@@ -635,3 +636,25 @@ async def test_rate_limit_per_key_from_the_arguments(queue: hq.Queue) -> None:
         assert (await queue.wait(jobs[1].id)).result == "b"
         await anyio.wait_all_tasks_blocked()
         assert (await queue.get(jobs[2].id)).status is hq.JobStatus.PENDING
+
+
+async def test_async_subscribers_run_inside_async_with_queue(queue: hq.Queue) -> None:
+    seen: list[str] = []
+
+    async def record(event: hq.JobEvent) -> None:
+        await anyio.lowlevel.checkpoint()
+        seen.append(f"{type(event).__name__}:{event.job.status}")
+
+    queue.events.subscribe_async(record, "job.*")
+
+    @queue.task(rate_limit="1/hour")
+    async def once() -> int:
+        return 1
+
+    first, second = await once.enqueue(), await once.enqueue()
+    async with guard(), queue, queue.worker():
+        await queue.wait(first.id)
+        await anyio.wait_all_tasks_blocked()
+    assert "JobCompleted:completed" in seen
+    assert "JobDeferred:pending" in seen, "the second job waited for the rate limit"
+    assert (await queue.get(second.id)).status is hq.JobStatus.PENDING
