@@ -294,8 +294,8 @@ class Queue:
         if not self._opened:
             await self.open()
         stored = await self.storage.enqueue((job,), now=now, key_ttl=self.key_ttl)
-        if self.events.active and stored[0] is job:
-            self.events.publish(JobEnqueued(at=now, job=job))
+        if self.events.active and stored[0].id == job.id:  # not a key's earlier job
+            self.events.publish(JobEnqueued(at=now, job=stored[0]))
         return stored[0]
 
     async def enqueue(

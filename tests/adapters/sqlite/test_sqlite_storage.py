@@ -265,3 +265,23 @@ async def test_recount_repairs_counts_after_a_hand_edit(storage: SQLiteStorage) 
     assert (await storage.counts())["side"][hq.JobStatus.PENDING] == 1
     [claimed] = await storage.claim(None, limit=5, now=T0, lease=30, worker="w")
     assert claimed.id == job.id
+
+
+async def test_a_queue_on_sqlite_publishes_every_transition(storage: SQLiteStorage) -> None:
+    queue = hq.Queue(storage)
+    seen: list[str] = []
+    queue.events.subscribe(lambda e: seen.append(type(e).__name__))
+
+    @queue.task
+    async def double(n: int) -> int:
+        return 2 * n
+
+    job = await double.enqueue(21)
+    again = await double.options(key="k").enqueue(1)
+    await double.options(key="k").enqueue(1)  # the key's earlier job: no new event
+    with anyio.fail_after(10):
+        async with queue.worker():
+            assert (await queue.wait(job.id)).result == 42
+            await queue.wait(again.id)
+    assert seen.count("JobEnqueued") == 2
+    assert seen.count("JobStarted") == seen.count("JobCompleted") == 2
