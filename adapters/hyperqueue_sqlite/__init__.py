@@ -14,6 +14,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._health import SQLiteHealth, wal_reset_bug
+from ._maintenance import maintenance_service
 from ._retention import (
     DiskUsage,
     PruneReport,
@@ -32,6 +33,7 @@ __all__ = [
     "RetentionReport",
     "SQLiteHealth",
     "SQLiteStorage",
+    "maintenance_service",
     "read_archive",
     "wal_reset_bug",
 ]

@@ -112,3 +112,29 @@ async def test_maintenance_runs_on_a_live_database(storage: SQLiteStorage) -> No
     assert (await storage.disk_usage()).free_pages_bytes == 0
     await storage.enqueue([make()], now=T0, key_ttl=None)
     assert len(await storage.claim(None, limit=5, now=T0, lease=30, worker="w")) == 1
+
+
+async def test_maintenance_service_prunes_on_its_schedule(
+    storage: SQLiteStorage, tmp_path: Path
+) -> None:
+    import anyio
+
+    from hyperqueue.testing import FakeClock
+    from hyperqueue_sqlite import maintenance_service
+
+    old = await finished(storage, 3, at=T0)
+    clock = FakeClock(start=T0 + 6 * DAY)
+    policy = RetentionPolicy(keep_for=7 * DAY, archive_dir=str(tmp_path / "archive"))
+    service = maintenance_service(storage, policy=policy, interval=DAY, clock=clock)
+    with anyio.fail_after(20):
+        async with hq.Supervisor(clock=clock) as services:
+            services.add(service)
+            await clock.advance(0)  # the first run, at start: nothing is old enough yet
+            assert (await storage.counts())["default"][hq.JobStatus.COMPLETED] == 3
+            await clock.advance(1.5 * DAY)  # the next run starts: it prunes week-old jobs
+        # leaving the supervisor lets the run in progress finish
+    assert service.stats().runs == 2
+    assert await storage.get(old[0].id) is None
+    archived = [job for f in (tmp_path / "archive").iterdir() for job in read_archive(f)]
+    assert sorted(j.id for j in archived) == sorted(j.id for j in old)
+    assert service.stats().failures == 0
