@@ -318,15 +318,12 @@ class Queue:
         Returns the stored job; when ``key`` was seen within ``key_ttl``, the job that
         key first created (its id differs from a new one's).
         """
-        resolved = self._task(task) if isinstance(task, str) else task
-        now = self.clock.now()
-        job = self._build(
-            resolved,
-            args,
-            kwargs or {},
-            now,
+        submission = Submission(
+            task=task if isinstance(task, str) else task.name,
+            args=tuple(args),
+            kwargs=kwargs or {},
             queue=queue,
-            priority=priority,
+            priority=priority,  # type: ignore[arg-type]  # checked in _build
             delay=delay,
             run_at=run_at,
             key=key,
@@ -334,7 +331,7 @@ class Queue:
             timeout=timeout,
             max_attempts=max_attempts,
         )
-        return (await self._store([job], now))[0]
+        return (await self.enqueue_many((submission,)))[0]
 
     async def enqueue_many(self, submissions: Iterable[Submission]) -> list[Job]:
         """Enqueue many jobs in one storage round trip; all are checked before any is
