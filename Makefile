@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test bench clean
+.PHONY: serve demo test bench clean
 
 $(BIN)/tox:
 	$(PYTHON) -m venv $(VENV)
@@ -12,11 +12,15 @@ $(BIN)/tox:
 	$(BIN)/python -m pip install --quiet "tox>=4.22"
 
 $(BIN)/hyperqueue-ready: pyproject.toml $(BIN)/tox
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e ".[server]"
 	touch $@
 
-## serve: run the demo: a queue with a worker pool, jobs running live
+## serve: the job server on http://127.0.0.1:8000 (demo tasks, state in ./hyperqueue.db)
 serve: $(BIN)/hyperqueue-ready
+	$(BIN)/hyperqueue serve
+
+## demo: a live demo of the queue in one process, no server
+demo: $(BIN)/hyperqueue-ready
 	$(BIN)/python examples/demo.py
 
 ## test: lint, type-check and run every test (the same command CI runs)

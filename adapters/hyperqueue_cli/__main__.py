@@ -1,0 +1,3 @@
+from hyperqueue_cli._main import main
+
+main()

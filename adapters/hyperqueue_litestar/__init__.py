@@ -1,0 +1,96 @@
+"""hyperqueue_litestar: serve a hyperqueue queue over HTTP with Litestar.
+
+``HyperqueuePlugin(queue)`` adds the REST API, health endpoints and the live event
+stream to any Litestar app and runs the queue's workers in its lifespan;
+``create_app(queue)`` builds a standalone app. Install with
+``pip install 'hyperqueue[server]'``.
+"""
+
+from __future__ import annotations
+
+try:
+    import litestar  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "hyperqueue_litestar needs litestar: pip install 'hyperqueue[server]'"
+    ) from exc
+
+from ._app import create_app
+from ._audit import Audit, AuditPage, AuditRecord, AuditSink, MemoryAuditSink, SQLiteAuditSink
+from ._auth import Auth, KeyRing, KeyUsage
+from ._config import (
+    ApiKey,
+    Config,
+    ConfigError,
+    ConfigHistory,
+    ConfigVersion,
+    ConfigWatcher,
+    diff_configs,
+    dump_config,
+    load_config,
+)
+from ._demo import demo_queue
+from ._errors import STATUS_BY_ERROR
+from ._limits import RateLimitMiddleware
+from ._metrics import Metrics
+from ._plugin import DEFAULT_MAX_BODY_SIZE, HyperqueuePlugin
+from ._schemas import (
+    BatchItem,
+    BatchRequest,
+    BatchResponse,
+    ErrorBody,
+    HealthBody,
+    JobRequest,
+    JobTemplate,
+    QueueFigures,
+    QueuesResponse,
+)
+from ._security import (
+    AccessDenied,
+    AuthenticationFailed,
+    RateLimited,
+    SlowRequest,
+    SuspiciousActivity,
+)
+
+__all__ = [
+    "DEFAULT_MAX_BODY_SIZE",
+    "STATUS_BY_ERROR",
+    "AccessDenied",
+    "ApiKey",
+    "Audit",
+    "AuditPage",
+    "AuditRecord",
+    "AuditSink",
+    "Auth",
+    "AuthenticationFailed",
+    "BatchItem",
+    "BatchRequest",
+    "BatchResponse",
+    "Config",
+    "ConfigError",
+    "ConfigHistory",
+    "ConfigVersion",
+    "ConfigWatcher",
+    "ErrorBody",
+    "HealthBody",
+    "HyperqueuePlugin",
+    "JobRequest",
+    "JobTemplate",
+    "KeyRing",
+    "KeyUsage",
+    "MemoryAuditSink",
+    "Metrics",
+    "QueueFigures",
+    "QueuesResponse",
+    "RateLimitMiddleware",
+    "RateLimited",
+    "SQLiteAuditSink",
+    "SlowRequest",
+    "SuspiciousActivity",
+    "create_app",
+    "demo_queue",
+    "diff_configs",
+    "dump_config",
+    "load_config",
+]

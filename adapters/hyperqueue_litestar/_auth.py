@@ -1,0 +1,477 @@
+"""API keys, roles and tenants (MISSION D4).
+
+Keys are configured as the SHA-256 of the key (:meth:`ApiKey.hash_key`), never the key:
+a presented key is hashed and compared with every configured hash by
+:func:`hmac.compare_digest`, all of them every time, so neither the answer's timing nor
+an early exit tells an attacker how close a guess came. Keys are never logged; usage
+figures name a key by its configured ``name``.
+
+Three pieces plug into Litestar:
+
+- :meth:`Auth.guard` (a Litestar guard, for the API routes): 401 for a missing or
+  unknown key, 403 for a role that may not. The role a route needs comes from the
+  handler's ``opt["hyperqueue_role"]`` when set, else from the method and route: reads
+  need ``viewer``, job and dead-letter mutations ``operator``, anything else ``admin``.
+- :attr:`Auth.middleware`: resolves the caller once per request (cached in the scope for
+  the rate limits and the audit log) and confines a tenant-bound key to its tenant: a
+  submission is forced to the key's tenant, a listing filtered to it, another tenant's
+  job answers 404 (not 403: its existence is not revealed), and the tenant's quotas
+  (``max_queued``, ``max_running``) refuse a submission over them with 429.
+- :attr:`Auth.open`: True when no key is configured; the server then lets everyone in
+  (the CLI says so at start-up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+
+import hyperqueue as hq
+from hyperqueue._clock import Clock, SystemClock
+
+from ._config import ApiKey, Config, TenantQuota
+from ._security import (
+    PRINCIPAL,
+    ROLE_RANK,
+    AccessDenied,
+    AuthenticationFailed,
+    Principal,
+    Role,
+    actor_of,
+    client_ip,
+    route_of,
+    send_json,
+)
+
+__all__ = ["Auth", "KeyRing", "KeyUsage", "presented_key", "required_role"]
+
+ROLE_OPT = "hyperqueue_role"
+"""A handler's ``opt`` key naming the role it needs, overriding the default rule."""
+
+_INVALID = object()  # a key was presented and matched nothing
+_MISSING = object()
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class KeyUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """How one key has been used since the server started (kept in memory only).
+
+    ``requests`` counts requests it authenticated, ``denied`` those its role did not
+    allow (403), ``last_used`` when it last authenticated (seconds since the epoch on
+    the server's clock; ``None`` if never)."""
+
+    name: str
+    tenant: str | None
+    roles: tuple[str, ...]
+    requests: int
+    denied: int
+    last_used: float | None
+
+
+class _Entry:
+    __slots__ = ("denied", "digest", "last_used", "principal", "requests")
+
+    def __init__(self, key: ApiKey) -> None:
+        roles: tuple[Role, ...] = tuple(key.roles)
+        self.principal = Principal(
+            name=key.name,
+            roles=roles,
+            tenant=key.tenant,
+            rank=max(ROLE_RANK[r] for r in roles),
+        )
+        self.digest = bytes.fromhex(key.key_hash)
+        self.requests = 0
+        self.denied = 0
+        self.last_used: float | None = None
+
+
+class KeyRing:
+    """The configured keys and their usage figures."""
+
+    __slots__ = ("_by_name", "_entries", "clock")
+
+    def __init__(self, keys: Sequence[ApiKey] = (), *, clock: Clock | None = None) -> None:
+        self._entries = tuple(_Entry(key) for key in keys)
+        self._by_name = {e.principal.name: e for e in self._entries}
+        self.clock = clock if clock is not None else SystemClock()
+
+    @property
+    def open(self) -> bool:
+        """No key is configured: every request is let in."""
+        return not self._entries
+
+    def authenticate(self, key: str) -> Principal | None:
+        """The principal whose hash matches ``key``, else ``None``; every configured hash
+        is compared (in constant time) whatever the outcome."""
+        digest = hashlib.sha256(key.encode()).digest()
+        found: _Entry | None = None
+        for entry in self._entries:
+            if hmac.compare_digest(entry.digest, digest):
+                found = entry
+        if found is None:
+            return None
+        found.requests += 1
+        found.last_used = self.clock.now()
+        return found.principal
+
+    def note_denied(self, name: str) -> None:
+        entry = self._by_name.get(name)
+        if entry is not None:
+            entry.denied += 1
+
+    def usage(self) -> list[KeyUsage]:
+        """Usage figures of every key, in configuration order."""
+        return [
+            KeyUsage(
+                name=e.principal.name,
+                tenant=e.principal.tenant,
+                roles=e.principal.roles,
+                requests=e.requests,
+                denied=e.denied,
+                last_used=e.last_used,
+            )
+            for e in self._entries
+        ]
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key from ``Authorization: Bearer <key>``, else from ``X-API-Key``."""
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def required_role(method: str, route: str, opt: Mapping[str, Any], api_prefix: str) -> Role:
+    """The role a request needs: the handler's ``opt["hyperqueue_role"]`` if set; else
+    ``viewer`` to read, ``operator`` to change jobs or dead letters (submit, batch,
+    cancel, retry, replay), ``admin`` for every other change (configuration first)."""
+    role = opt.get(ROLE_OPT)
+    if role is not None:
+        if role not in ROLE_RANK:
+            raise ValueError(f"{ROLE_OPT} must be one of {sorted(ROLE_RANK)}, not {role!r}")
+        return role  # type: ignore[no-any-return]
+    if method in _READS:
+        return "viewer"
+    if method == "POST" and route.startswith((f"{api_prefix}/jobs", f"{api_prefix}/dead-letters")):
+        return "operator"
+    return "admin"
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+class _TenantRoutes:
+    """The API routes a tenant-bound key may use, by route template."""
+
+    def __init__(self, prefix: str) -> None:
+        self.submit = f"{prefix}/jobs"
+        self.batch = f"{prefix}/jobs/batch"
+        self.listing = f"{prefix}/jobs"
+        self.one = re.compile(rf"^{re.escape(prefix)}/jobs/\{{job_id\}}(/cancel|/retry)?$")
+        self.prefix = prefix
+
+
+class Auth:
+    """API keys, roles and tenant confinement for one app.
+
+    ``keys`` are the configured :class:`ApiKey` (or a :class:`KeyRing`); ``tenants``
+    their quotas. ``queue`` is the served queue (its clock times key usage and quota
+    caching, its event bus carries :class:`AuthenticationFailed` and
+    :class:`AccessDenied`). ``quota_max_age`` (default 1.0 s) is how long a tenant's
+    counted jobs are reused before storage is asked again; submissions accepted
+    meanwhile are added to the figure, so only other processes' changes can be missed
+    for that long. ``max_body_size`` (10,000,000 bytes) bounds how much of a submission
+    is read to set its tenant; a larger body goes on untouched to get its 413.
+    """
+
+    def __init__(
+        self,
+        queue: hq.Queue,
+        *,
+        keys: Sequence[ApiKey] | KeyRing = (),
+        tenants: Mapping[str, TenantQuota] | None = None,
+        api_prefix: str = "/api/v1",
+        quota_max_age: float = 1.0,
+        max_body_size: int = 10_000_000,
+    ) -> None:
+        self.queue = queue
+        self.clock = queue.clock
+        self.keys = keys if isinstance(keys, KeyRing) else KeyRing(keys, clock=queue.clock)
+        self.tenants: dict[str, TenantQuota] = dict(tenants or {})
+        self.api_prefix = "/" + api_prefix.strip("/")
+        self.quota_max_age = quota_max_age
+        self.max_body_size = max_body_size
+        self._routes = _TenantRoutes(self.api_prefix)
+        self._counts: dict[str, tuple[float, int, int]] = {}  # tenant: (at, pending, running)
+        self.middleware = _AuthMiddleware(self)
+        # A plain function, not a bound method: Litestar deep-copies the guards it is
+        # given, and a copied bound method would carry a copy of this object (and of
+        # the queue) that no figure or event of the real one would reach.
+        self.guard = _guard_of(self)
+
+    @classmethod
+    def from_config(cls, queue: hq.Queue, config: Config, **options: Any) -> Auth:
+        return cls(queue, keys=config.keys, tenants=config.tenants, **options)
+
+    @property
+    def open(self) -> bool:
+        """No API key is configured: the API is open to everyone."""
+        return self.keys.open
+
+    def usage(self) -> list[KeyUsage]:
+        return self.keys.usage()
+
+    # -- who is calling ---------------------------------------------------------------
+
+    def resolve(self, scope: Scope) -> Any:
+        """The caller's :class:`Principal`, ``None`` when no key was presented, or the
+        invalid marker; computed once per request and cached in the scope."""
+        state = scope.setdefault("state", {})
+        found = state.get(PRINCIPAL, _MISSING)
+        if found is _MISSING:
+            key = presented_key(_headers(scope))
+            found = None if key is None else (self.keys.authenticate(key) or _INVALID)
+            state[PRINCIPAL] = found
+        return found
+
+    # -- the guard ----------------------------------------------------------------------
+
+    async def check(
+        self, connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        """What :attr:`guard` does: 401 without a valid key, 403 when the role may not."""
+        if self.keys.open:
+            return
+        scope = connection.scope
+        found = self.resolve(scope)
+        method = str(scope.get("method", "GET"))
+        route = route_of(scope)
+        if not isinstance(found, Principal):
+            detail = "an API key is required" if found is None else "unknown API key"
+            self._publish(AuthenticationFailed, scope, method, route, detail)
+            raise NotAuthorizedException(
+                detail=f"{detail}: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"
+            )
+        role = required_role(method, route, handler.opt, self.api_prefix)
+        if not found.may(role):
+            self.keys.note_denied(found.name)
+            detail = f"key {found.name!r} may not {method} {route}: it needs the {role} role"
+            self._publish(AccessDenied, scope, method, route, detail)
+            raise PermissionDeniedException(detail=detail)
+
+    def _publish(self, kind: type[Any], scope: Scope, method: str, route: str, detail: str) -> None:
+        actor = actor_of(scope)
+        bus = self.queue.events
+        if bus.active:
+            bus.publish(
+                kind(
+                    at=self.clock.now(),
+                    client=actor.id or actor.ip or client_ip(scope),
+                    actor=actor,
+                    method=method,
+                    route=route,
+                    detail=detail,
+                )
+            )
+
+    # -- tenants -----------------------------------------------------------------------
+
+    async def tenant_counts(self, tenant: str) -> tuple[int, int]:
+        """(pending, running) jobs of ``tenant``, counted in storage at most every
+        ``quota_max_age`` seconds, and only as far as its quota needs."""
+        now = self.clock.now()
+        cached = self._counts.get(tenant)
+        if cached is not None and now - cached[0] < self.quota_max_age:
+            return cached[1], cached[2]
+        quota = self.tenants.get(tenant, TenantQuota())
+        pending = await self._count(tenant, hq.JobStatus.PENDING, quota.max_queued)
+        running = await self._count(tenant, hq.JobStatus.RUNNING, quota.max_running)
+        self._counts[tenant] = (now, pending, running)
+        return pending, running
+
+    async def _count(self, tenant: str, status: hq.JobStatus, cap: int) -> int:
+        count, cursor = 0, None
+        while True:
+            page = await self.queue.list_jobs(
+                status=status, tenant=tenant, cursor=cursor, limit=min(cap + 1, 1000)
+            )
+            count += len(page.items)
+            cursor = page.next_cursor
+            if cursor is None or count > cap:
+                return count
+
+    def _accepted(self, tenant: str, n: int) -> None:
+        cached = self._counts.get(tenant)
+        if cached is not None:
+            self._counts[tenant] = (cached[0], cached[1] + n, cached[2])
+
+    async def over_quota(self, tenant: str, n: int) -> tuple[str, int, int] | None:
+        """The quota ``n`` more submissions of ``tenant`` would break: (name, limit, now)."""
+        quota = self.tenants.get(tenant)
+        if quota is None:
+            return None
+        pending, running = await self.tenant_counts(tenant)
+        if running >= quota.max_running:
+            return "max_running", quota.max_running, running
+        if pending + n > quota.max_queued:
+            return "max_queued", quota.max_queued, pending
+        return None
+
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
+
+
+def _guard_of(auth: Auth) -> Guard:
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
+        """Litestar guard: 401 without a valid key, 403 when the key's role may not."""
+        await auth.check(connection, handler)
+
+    return guard
+
+
+class _AuthMiddleware(ASGIMiddleware):
+    """Resolves the caller, and keeps a tenant-bound key inside its tenant."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, auth: Auth) -> None:
+        self.auth = auth
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        auth = self.auth
+        if auth.keys.open:
+            await next_app(scope, receive, send)
+            return
+        found = auth.resolve(scope)
+        tenant = found.tenant if isinstance(found, Principal) else None
+        route = route_of(scope)
+        if tenant is None or not route.startswith(auth.api_prefix):
+            await next_app(scope, receive, send)
+            return
+        routes = auth._routes
+        method = str(scope.get("method", "GET"))
+        if method == "GET" and route == routes.listing:
+            scope["query_string"] = _force_query(scope["query_string"], tenant)
+            await next_app(scope, receive, send)
+            return
+        if method == "POST" and route in (routes.submit, routes.batch):
+            await self._submit(scope, receive, send, next_app, tenant, route == routes.batch)
+            return
+        if routes.one.match(route):
+            job_id = str(scope["path_params"].get("job_id", ""))
+            try:
+                job = await auth.queue.get(job_id)
+            except hq.JobNotFound:
+                job = None
+            if job is None or job.tenant != tenant:
+                await send_json(send, 404, f"job {job_id!r} not found", extra={"job_id": job_id})
+                return
+            await next_app(scope, receive, send)
+            return
+        await send_json(
+            send,
+            403,
+            f"{method} {route} is not available to a key bound to tenant {tenant!r}",
+        )
+
+    async def _submit(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        next_app: ASGIApp,
+        tenant: str,
+        batch: bool,
+    ) -> None:
+        auth = self.auth
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > auth.max_body_size:
+                break
+        body = b"".join(chunks)
+        count = 1
+        if not more:
+            try:
+                document = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                document = None
+            items: list[Any] = []
+            if batch and isinstance(document, dict) and isinstance(document.get("jobs"), list):
+                items = document["jobs"]
+            elif not batch and isinstance(document, dict):
+                items = [document]
+            for item in items:
+                if isinstance(item, dict):
+                    item["tenant"] = tenant
+            if items:
+                body = msgspec.json.encode(document)
+                count = len(items)
+                over = await auth.over_quota(tenant, count)
+                if over is not None:
+                    name, limit, current = over
+                    await send_json(
+                        send,
+                        429,
+                        f"tenant {tenant!r} is over its {name} quota of {limit} jobs "
+                        f"({current} now)",
+                        extra={"tenant": tenant, "quota": name, "limit": limit, "current": current},
+                    )
+                    return
+            scope["headers"] = [
+                (k, v) for k, v in scope["headers"] if k.lower() != b"content-length"
+            ] + [(b"content-length", str(len(body)).encode())]
+        sent = False
+
+        async def replay() -> ReceiveMessage:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        status = 0
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        await next_app(scope, replay, watch)
+        if 200 <= status < 300:
+            auth._accepted(tenant, count)
+
+
+def _force_query(query: bytes, tenant: str) -> bytes:
+    from urllib.parse import parse_qsl, urlencode
+
+    pairs = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True)]
+    pairs = [(k, v) for k, v in pairs if k != "tenant"] + [("tenant", tenant)]
+    return urlencode(pairs).encode("latin-1")

@@ -1,0 +1,117 @@
+"""Rate limits per client and per route, with the standard headers (MISSION D5).
+
+Counting is :class:`hyperqueue.RateLimiter`'s (on ``limits``, with the queue's clock, so
+tests drive it with a fake clock). A client is its API key's name when the caller is
+authenticated (see :mod:`._auth`), else its IP address; a route is its template, so
+``/api/v1/jobs/{job_id}`` is one route whatever the id. Each route pattern of
+:class:`RateLimits` gets its own limiter (submitting is stricter than reading by
+default); every answer carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
+``RateLimit-Reset``, and a refusal is a 429 with ``Retry-After`` and the API's JSON
+error body, published as a :class:`RateLimited` event.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+import hyperqueue as hq
+from hyperqueue._ratelimit import Strategy
+
+from ._config import RateLimits
+from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, route_of, send_json
+
+__all__ = ["RateLimitMiddleware"]
+
+
+def _pattern(route: str) -> re.Pattern[str]:
+    """``"POST /api/v1/jobs/*"``: ``*`` matches one path part, or any method."""
+    return re.compile("^" + re.escape(route).replace(r"\*", "[^/ ]+") + "$")
+
+
+class RateLimitMiddleware(ASGIMiddleware):
+    """Refuse a client's requests over its route's limit; headers on every answer.
+
+    ``limits`` (default ``RateLimits()``: 1000/minute for any route, 100/minute to
+    submit, 20/minute for a batch) come from ``Config.rate_limits``. ``exempt`` are
+    path prefixes left unlimited (default ``/health`` and ``/metrics``, which
+    monitoring calls). ``strategy`` is the :class:`~hyperqueue.RateLimiter`'s (default
+    ``"fixed-window"``).
+    """
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(
+        self,
+        queue: hq.Queue,
+        limits: RateLimits | None = None,
+        *,
+        exempt: Sequence[str] = ("/health", "/metrics"),
+        strategy: Strategy = "fixed-window",
+    ) -> None:
+        limits = limits if limits is not None else RateLimits()
+        self.queue = queue
+        self.clock = queue.clock
+        self.exempt = tuple(exempt)
+        self.default = hq.RateLimiter(limits.default, strategy=strategy, clock=queue.clock)
+        self.routes = [
+            (_pattern(route), hq.RateLimiter(limit, strategy=strategy, clock=queue.clock))
+            for route, limit in limits.routes.items()
+        ]
+        self._chosen: dict[str, hq.RateLimiter] = {}
+
+    def limiter(self, method: str, route: str) -> hq.RateLimiter:
+        """The limiter of ``"METHOD /route/template"``: the first matching pattern's."""
+        key = f"{method} {route}"
+        found = self._chosen.get(key)
+        if found is None:
+            found = next((lim for pat, lim in self.routes if pat.match(key)), self.default)
+            self._chosen[key] = found
+        return found
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        path = scope["path"]
+        if path.startswith(self.exempt):
+            await next_app(scope, receive, send)
+            return
+        method = str(scope.get("method", "GET"))
+        route = route_of(scope)
+        principal = (scope.get("state") or {}).get(PRINCIPAL)
+        client = principal.name if isinstance(principal, Principal) else client_ip(scope)
+        limiter = self.limiter(method, route)
+        result = limiter.check(f"{client}|{method} {route}")
+        headers = result.headers()
+        if not result.allowed:
+            bus = self.queue.events
+            if bus.active:
+                bus.publish(
+                    RateLimited(
+                        at=self.clock.now(),
+                        client=client,
+                        actor=actor_of(scope),
+                        method=method,
+                        route=route,
+                        detail=f"over {result.limit} per {result.window:g} s",
+                    )
+                )
+            await send_json(
+                send,
+                429,
+                f"rate limit of {result.limit} requests per {result.window:g} s exceeded "
+                f"for {method} {route}; retry in {headers.get('Retry-After', '?')} s",
+                extra={"limit": result.limit, "window": result.window},
+                headers=headers,
+            )
+            return
+        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *raw]
+            await send(message)
+
+        await next_app(scope, receive, with_headers)

@@ -1,0 +1,254 @@
+"""Prometheus ``/metrics`` for the server (MISSION D3, D8), through prometheus-client.
+
+Each app gets its own :class:`~prometheus_client.CollectorRegistry` (never the global
+one), so two apps in one process, or one test after another, do not mix figures.
+Every family is named ``hyperqueue_...``:
+
+- HTTP: ``hyperqueue_http_requests_total``, ``..._request_duration_seconds`` and
+  ``..._errors_total`` (status 5xx, and 4xx apart in the requests' status label) by
+  method, route *template* (``/api/v1/jobs/{job_id}``, so ids never grow the label set)
+  and status; ``hyperqueue_http_slow_requests_total`` for requests over
+  ``slow_request_ms``, each also published as a :class:`SlowRequest` event.
+- Jobs, read at scrape time (one ``queue.stats()`` call): ``hyperqueue_jobs`` by queue
+  and status, ``hyperqueue_queue_depth`` (pending) by queue.
+- ``hyperqueue_job_duration_seconds`` by task: a histogram fed from the event bus
+  (``JobCompleted`` / ``JobFailed`` carry ``started_at`` and ``finished_at``).
+- Breakers: ``hyperqueue_breaker_state`` (1 for the state it is in), and
+  ``hyperqueue_breaker_trips_total``.
+- ``hyperqueue_process_resident_memory_bytes`` and ``hyperqueue_uptime_seconds``.
+
+Request latency is read from the queue's clock, so a test drives it with a fake clock.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar, Response, get
+from litestar.config.app import AppConfig
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.plugins import InitPlugin
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
+
+import hyperqueue as hq
+
+from ._security import SlowRequest, route_of
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+_STATES = ("closed", "open", "half_open")
+
+
+def _resident_bytes() -> float:
+    """Resident memory now from /proc where there is one, else the peak (getrusage)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return float(pages * resource.getpagesize())
+    except (OSError, ValueError, IndexError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return float(peak if sys.platform == "darwin" else peak * 1024)
+
+
+class _QueueCollector:
+    """Figures read at scrape time: :meth:`Metrics.refresh` takes the async ones first,
+    since a collector's ``collect`` cannot await."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.stats: dict[str, hq.QueueStats] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        jobs = GaugeMetricFamily(
+            "hyperqueue_jobs", "Jobs by queue and status", labels=["queue", "status"]
+        )
+        depth = GaugeMetricFamily(
+            "hyperqueue_queue_depth", "Pending jobs by queue", labels=["queue"]
+        )
+        for name, stats in self.stats.items():
+            for status in hq.JobStatus:
+                jobs.add_metric([name, status.value], getattr(stats, status.value))
+            depth.add_metric([name], stats.pending)
+        yield jobs
+        yield depth
+        state = GaugeMetricFamily(
+            "hyperqueue_breaker_state",
+            "1 for the state each breaker is in",
+            labels=["breaker", "state"],
+        )
+        trips = CounterMetricFamily(
+            "hyperqueue_breaker_trips", "Moves of each breaker to open", labels=["breaker"]
+        )
+        for b in m.queue.breakers.stats():
+            for s in _STATES:
+                state.add_metric([b.name, s], 1.0 if str(b.state) == s else 0.0)
+            trips.add_metric([b.name], b.trips)
+        yield state
+        yield trips
+        yield GaugeMetricFamily(
+            "hyperqueue_process_resident_memory_bytes", "Resident memory", value=_resident_bytes()
+        )
+        yield GaugeMetricFamily(
+            "hyperqueue_uptime_seconds",
+            "Seconds since the server started",
+            value=max(m.clock.now() - m.started_at, 0.0),
+        )
+
+
+class Metrics(InitPlugin):
+    """A Litestar plugin: ``create_app(queue, plugins=[Metrics(queue)])``.
+
+    ``path`` (default ``/metrics``) serves the figures; ``slow_request_ms`` (default
+    500, as ``Config.server.slow_request_ms``) is the latency from which a request
+    counts as slow and is published as a :class:`SlowRequest` event. Its middleware goes
+    first in the app's stack, so refusals by the other middleware are counted too.
+    """
+
+    def __init__(
+        self, queue: hq.Queue, *, path: str = "/metrics", slow_request_ms: float = 500.0
+    ) -> None:
+        if slow_request_ms < 0:
+            raise ValueError("slow_request_ms must be >= 0")
+        self.queue = queue
+        self.clock = queue.clock
+        self.path = path
+        self.slow_request_ms = slow_request_ms
+        self.started_at = self.clock.now()
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["method", "route", "status"]
+        self.requests = Counter(
+            "hyperqueue_http_requests", "HTTP requests", labels, registry=self.registry
+        )
+        self.errors = Counter(
+            "hyperqueue_http_errors", "HTTP requests answered 5xx", labels, registry=self.registry
+        )
+        self.durations = Histogram(
+            "hyperqueue_http_request_duration_seconds",
+            "Time to answer, by route template",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.slow = Counter(
+            "hyperqueue_http_slow_requests",
+            "Requests slower than the configured threshold",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.job_durations = Histogram(
+            "hyperqueue_job_duration_seconds",
+            "Run time of finished jobs, by task",
+            ["task", "status"],
+            buckets=_JOB_BUCKETS,
+            registry=self.registry,
+        )
+        self._collector = _QueueCollector(self)
+        self.registry.register(self._collector)
+        self.middleware = _MetricsMiddleware(self)
+
+    # -- Litestar ------------------------------------------------------------------------
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        metrics = self
+
+        @get(self.path, include_in_schema=False, name="hyperqueue_metrics")
+        async def scrape() -> Response[bytes]:
+            await metrics.refresh()
+            return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+        app_config.route_handlers.append(scrape)
+        app_config.middleware.insert(0, self.middleware)
+        app_config.lifespan.append(self.lifespan)
+        return app_config
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        self.started_at = self.clock.now()
+        unsubscribe = self.queue.events.subscribe(
+            self._job_finished, hq.JobCompleted, hq.JobFailed, name="metrics"
+        )
+        try:
+            yield
+        finally:
+            unsubscribe()
+
+    # -- figures -------------------------------------------------------------------------
+
+    def _job_finished(self, event: hq.JobCompleted | hq.JobFailed) -> None:
+        job = event.job
+        if job.started_at is not None and job.finished_at is not None:
+            self.job_durations.labels(job.task, job.status.value).observe(
+                max(job.finished_at - job.started_at, 0.0)
+            )
+
+    async def refresh(self) -> None:
+        """Read the queue's figures now (called by each scrape)."""
+        self._collector.stats = await self.queue.stats()
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        status_label = str(status)
+        self.requests.labels(method, route, status_label).inc()
+        self.durations.labels(method, route, status_label).observe(seconds)
+        if status >= 500:
+            self.errors.labels(method, route, status_label).inc()
+        ms = seconds * 1000.0
+        if ms > self.slow_request_ms:
+            self.slow.labels(method, route).inc()
+            bus = self.queue.events
+            if bus.active:
+                bus.publish(
+                    SlowRequest(
+                        at=self.clock.now(),
+                        method=method,
+                        route=route,
+                        status_code=status,
+                        duration_ms=ms,
+                        threshold_ms=self.slow_request_ms,
+                    )
+                )
+
+
+class _MetricsMiddleware(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        metrics = self.metrics
+        now = metrics.clock.now
+        started = now()
+        status = 500
+
+        async def watch(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await next_app(scope, receive, watch)
+        finally:
+            metrics.observe(
+                str(scope.get("method", "GET")), route_of(scope), status, now() - started
+            )
+
+
+def families(text: str) -> Sequence[str]:
+    """Names of the families in a Prometheus text document (for tests and tools)."""
+    return sorted({family.name for family in text_string_to_metric_families(text)})

@@ -1,0 +1,248 @@
+"""The Litestar plugin: one object that owns a queue's life inside an app.
+
+Modelled on Litestar's ``ChannelsPlugin``: it provides the queue to handlers by
+dependency injection (``hq_queue: NamedDependency[hq.Queue]``), opens the queue (which
+runs its event bus) and its worker pool for the app's lifespan (draining the pool on
+shutdown), and mounts the REST API, the health endpoints and the live event stream.
+Hosts add their own middleware, guards and routes through the options, so
+authentication, metrics and rate limits can be layered on without touching it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextvars import ContextVar
+
+from litestar import Litestar, Router
+from litestar.config.app import AppConfig
+from litestar.di import Provide
+from litestar.plugins import InitPlugin
+from litestar.types import ControllerRouterHandler, Guard, Middleware
+
+import hyperqueue as hq
+
+from ._errors import exception_handlers
+from ._health import health_routes, standard_checks
+from ._routes import api_routes
+from ._schemas import JobTemplate
+from ._sse import EventStreams
+
+__all__ = ["DEFAULT_MAX_BODY_SIZE", "HyperqueuePlugin"]
+
+DEFAULT_MAX_BODY_SIZE = 10_000_000
+"""Request bodies above this many bytes (10 MB) get 413."""
+
+_logger = logging.getLogger("hyperqueue.server")
+
+_fresh: ContextVar[set[str] | None] = ContextVar("hyperqueue_fresh_jobs", default=None)
+
+
+class HyperqueuePlugin(InitPlugin):
+    """Serve ``queue`` from a Litestar app.
+
+    Options (keyword-only):
+
+    - ``workers`` (default True): run a worker pool in the app's process, with
+      ``concurrency`` runners (default 10), ``lease`` (30 s), ``queues`` (all) and
+      ``drain_timeout`` (30 s: how long shutdown lets running jobs finish).
+    - ``api_prefix`` (``"/api/v1"``) and ``health_path`` (``"/health"``).
+    - ``max_body_size``: bytes a request body may have (10,000,000), else 413.
+    - ``templates``: named :class:`JobTemplate` defaults a submission may refer to.
+    - ``health``: a :class:`hyperqueue.Health` registry to serve (one is made); the
+      plugin adds checks named ``storage``, ``queue_depth`` and ``workers`` unless
+      names are taken. ``max_queue_depth`` (10,000 pending) makes ``queue_depth``
+      degraded; ``health_max_age`` (1 s) reuses a fresh report under load.
+    - ``modes``: a :class:`hyperqueue.ModeController` that filters requests (one is
+      made, normal mode): read-only refuses submissions, maintenance all but health.
+    - ``sse_heartbeat`` (15 s): a comment line keeps idle event streams open through
+      proxies; ``sse_buffer`` (1000 events) bounds a slow client's backlog.
+    - ``dependency_key`` (``"hq_queue"``): the name handlers ask the queue by. Not
+      ``"queue"``: Litestar reports an invalid body field that has a dependency's
+      name as a 500, and submissions have a ``queue`` field.
+    - ``guards``: Litestar guards for the API routes (not health);
+      ``middleware`` and ``route_handlers``: added to the app.
+    """
+
+    __slots__ = (
+        "api_prefix",
+        "concurrency",
+        "dependency_key",
+        "drain_timeout",
+        "guards",
+        "health",
+        "health_max_age",
+        "health_path",
+        "lease",
+        "max_body_size",
+        "max_queue_depth",
+        "middleware",
+        "modes",
+        "queue",
+        "queues",
+        "ready",
+        "route_handlers",
+        "started_at",
+        "streams",
+        "templates",
+        "worker",
+        "workers",
+    )
+
+    def __init__(
+        self,
+        queue: hq.Queue,
+        *,
+        workers: bool = True,
+        concurrency: int = 10,
+        lease: float = 30.0,
+        queues: Sequence[str] | None = None,
+        drain_timeout: float = 30.0,
+        api_prefix: str = "/api/v1",
+        health_path: str = "/health",
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        templates: Mapping[str, JobTemplate] | None = None,
+        health: hq.Health | None = None,
+        max_queue_depth: int = 10_000,
+        health_max_age: float = 1.0,
+        modes: hq.ModeController | None = None,
+        sse_heartbeat: float = 15.0,
+        sse_buffer: int = 1000,
+        guards: Sequence[Guard] = (),
+        middleware: Sequence[Middleware] = (),
+        route_handlers: Sequence[ControllerRouterHandler] = (),
+        dependency_key: str = "hq_queue",
+    ) -> None:
+        if not isinstance(queue, hq.Queue):
+            raise TypeError(f"HyperqueuePlugin needs a hyperqueue.Queue, not {queue!r}")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if max_body_size < 1:
+            raise ValueError("max_body_size must be at least 1 byte")
+        if max_queue_depth < 1:
+            raise ValueError("max_queue_depth must be at least 1")
+        self.queue = queue
+        self.dependency_key = dependency_key
+        self.workers = workers
+        self.concurrency = concurrency
+        self.lease = lease
+        self.queues = tuple(queues) if queues is not None else None
+        self.drain_timeout = drain_timeout
+        self.api_prefix = "/" + api_prefix.strip("/")
+        self.health_path = "/" + health_path.strip("/")
+        self.max_body_size = max_body_size
+        self.templates: dict[str, JobTemplate] = dict(templates or {})
+        self.health = health if health is not None else hq.Health(clock=queue.clock)
+        self.max_queue_depth = max_queue_depth
+        self.health_max_age = health_max_age
+        self.modes = (
+            modes
+            if modes is not None
+            else hq.ModeController(clock=queue.clock, events=queue.events)
+        )
+        self.streams = EventStreams(queue, heartbeat=sse_heartbeat, buffer=sse_buffer)
+        self.guards = list(guards)
+        self.middleware = list(middleware)
+        self.route_handlers = list(route_handlers)
+        self.worker: hq.Worker | None = None
+        self.ready = False
+        self.started_at = queue.clock.now()
+        standard_checks(self)
+        if queue.events.stats().history_limit == 0:
+            _logger.warning(
+                "the queue's EventBus keeps no history: event streams cannot resume after "
+                "a reconnect; create the queue with events=hq.EventBus(history=10_000)"
+            )
+
+    # -- Litestar ------------------------------------------------------------------
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        queue = self.queue
+
+        def provide_queue() -> hq.Queue:
+            return queue
+
+        app_config.dependencies[self.dependency_key] = Provide(
+            provide_queue, use_cache=True, sync_to_thread=False
+        )
+        app_config.signature_namespace.update({"Queue": hq.Queue, "hq": hq})
+        app_config.lifespan.append(self.lifespan)
+        app_config.request_max_body_size = self.max_body_size
+        app_config.exception_handlers = {**exception_handlers(), **app_config.exception_handlers}
+        app_config.middleware.extend(self.middleware)
+        app_config.route_handlers.extend(
+            [
+                Router(
+                    path=self.api_prefix,
+                    route_handlers=api_routes(self),
+                    guards=self.guards,
+                    tags=["jobs"],
+                    request_max_body_size=self.max_body_size,
+                ),
+                *health_routes(self),
+                *self.route_handlers,
+            ]
+        )
+        return app_config
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        """Open the queue (which runs its event bus) and the pool; on the way out stop the event
+        streams, drain the pool (running jobs finish within ``drain_timeout``), close."""
+        queue = self.queue
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(queue)  # runs the event bus too
+            stack.callback(queue.events.subscribe(_note_fresh, hq.JobEnqueued, name="http"))
+            if self.workers:
+                self.worker = await stack.enter_async_context(
+                    queue.worker(
+                        concurrency=self.concurrency,
+                        queues=self.queues,
+                        lease=self.lease,
+                        drain_timeout=self.drain_timeout,
+                    )
+                )
+            self.started_at = queue.clock.now()
+            self.ready = True
+            try:
+                yield
+            finally:
+                self.ready = False
+                self.streams.close_all()
+        self.worker = None
+
+    def shutting_down(self) -> None:
+        """Call when the server begins to stop (a signal arrived): readiness fails at
+        once and open event streams end, so the server is not kept waiting on them."""
+        self.ready = False
+        self.streams.close_all()
+
+    # -- what the routes share ---------------------------------------------------------
+
+    def template(self, name: str) -> JobTemplate:
+        template = self.templates.get(name)
+        if template is None:
+            known = ", ".join(sorted(self.templates)) or "none are defined"
+            raise hq.OptionError("template", f"unknown template {name!r}; known: {known}")
+        return template
+
+
+def _note_fresh(event: hq.JobEnqueued) -> None:
+    """Runs inline in the enqueuing task: records which jobs a request created, so
+    the route tells a new job (201) from the one an idempotency key found (200)."""
+    box = _fresh.get()
+    if box is not None:
+        box.add(event.job.id)
+
+
+@contextmanager
+def recording_fresh() -> Iterator[set[str]]:
+    """The ids of the jobs the current task creates inside the block (see
+    :func:`_note_fresh`)."""
+    box: set[str] = set()
+    token = _fresh.set(box)
+    try:
+        yield box
+    finally:
+        _fresh.reset(token)

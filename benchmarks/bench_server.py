@@ -1,0 +1,222 @@
+"""Requests per second over HTTP: hyperqueue's job submission against Litestar's ceiling.
+
+Measures, in one run, against the same ASGI server (uvicorn, one worker process, on
+127.0.0.1, access log off), with ``wrk`` as the load generator (one thread, 32
+keep-alive connections, 4 s per measurement):
+
+- ceiling: a minimal Litestar endpoint, ``POST /echo``, that decodes a small JSON body
+  into a msgspec Struct and returns it (201). Everything an HTTP API pays before it
+  does any work of its own.
+- submit: ``POST /api/v1/jobs`` of hyperqueue's app on a SQLite file
+  (``{"task": "add", "args": [1, 2]}``), no workers in the process, so every request
+  is one validated, durable enqueue (group commit shares transactions between
+  concurrent requests).
+- submit+run: the same with the app's worker pool (concurrency 10) running the jobs
+  in the same process while they arrive.
+
+Each figure is the median of ``--repeats`` runs (3 by default), each on a fresh file
+and a fresh server process; ratios are against the ceiling of the same run. Latency is
+wrk's p50 / p99. Run: ``.venv/bin/python benchmarks/bench_server.py`` (about 50 s;
+needs ``wrk``: ``apt-get install wrk``). ``--quick``: 1 repeat of 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+
+CONNECTIONS = 32
+BODY = '{"task": "add", "args": [1, 2]}'
+TARGETS = {
+    "ceiling": "/echo",
+    "submit": "/api/v1/jobs",
+    "submit+run": "/api/v1/jobs",
+}
+
+
+# -- the servers (run in a child process: this script with --serve) -------------------------
+
+
+class Echo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    task: str
+    args: list[Any] = []
+
+
+def build_app(kind: str, db: Path) -> Any:
+    from litestar import Litestar, post
+
+    if kind == "ceiling":
+
+        @post("/echo")
+        async def echo(data: Echo) -> Echo:
+            return data
+
+        return Litestar([echo])
+
+    from hyperqueue_litestar import create_app, demo_queue
+    from hyperqueue_sqlite import SQLiteStorage
+
+    queue = demo_queue(SQLiteStorage(db))
+    return create_app(queue, workers=kind == "submit+run", concurrency=10)
+
+
+def serve(kind: str, port: int, db: Path) -> None:
+    import logging
+
+    import uvicorn
+
+    logging.getLogger("hyperqueue.server").setLevel(logging.ERROR)
+    uvicorn.run(
+        build_app(kind, db),
+        host="127.0.0.1",
+        port=port,
+        log_level="error",
+        access_log=False,
+        lifespan="on",
+    )
+
+
+# -- the load -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise RuntimeError(f"server at {url} did not start")
+
+
+def _ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}[unit]
+
+
+def wrk(url: str, seconds: int, script: Path) -> tuple[float, float, float, int]:
+    """Requests/s, p50 ms, p99 ms and the count of non-2xx answers."""
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return rps, p50, p99, int(bad.group(1)) if bad else 0
+
+
+def measure(kind: str, seconds: int, script: Path) -> tuple[float, float, float, int]:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "bench.db"
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve", kind, "--port", str(port), "--db", str(db)],
+            stderr=subprocess.PIPE,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_ready(base + "/", proc)
+            # warm up: imports, first SQLite transactions, CPU caches
+            wrk(base + TARGETS[kind], 1, script)
+            return wrk(base + TARGETS[kind], seconds, script)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            assert proc.stderr is not None
+            errors = proc.stderr.read().decode().strip()
+            proc.stderr.close()
+            if errors:
+                print(f"  ({kind} server said: {errors[-300:]})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--serve", choices=sorted(TARGETS))
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--db", type=Path)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, args.db)
+        return
+    if shutil.which("wrk") is None:
+        sys.exit("this benchmark needs wrk: apt-get install wrk")
+    repeats, seconds = (1, 2) if args.quick else (args.repeats, round(args.seconds))
+
+    import uvicorn
+
+    loop = "uvloop" if _importable("uvloop") else "asyncio"
+    http = "httptools" if _importable("httptools") else "h11"
+    print(
+        f"uvicorn {uvicorn.__version__} ({http}, {loop}), 1 process; wrk 1 thread, "
+        f"{CONNECTIONS} connections, {seconds:g} s; median of {repeats}; "
+        f"{os.cpu_count()} cores shared by server and load"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        script = Path(folder) / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\n'
+            f"wrk.body = '{BODY}'\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+        results: dict[str, list[tuple[float, float, float, int]]] = {k: [] for k in TARGETS}
+        for _ in range(repeats):  # interleaved, so drift hits every target alike
+            for kind in TARGETS:
+                results[kind].append(measure(kind, seconds, script))
+    ceiling = statistics.median(r[0] for r in results["ceiling"])
+    print(f"{'target':<12} {'req/s':>9} {'us/req':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'non-2xx':>8} {'vs ceiling':>11}")  # fmt: skip
+    for kind, runs in results.items():
+        rps = statistics.median(r[0] for r in runs)
+        p50 = statistics.median(r[1] for r in runs)
+        p99 = statistics.median(r[2] for r in runs)
+        bad = sum(r[3] for r in runs)
+        print(
+            f"{kind:<12} {rps:>9,.0f} {1e6 / rps:>8.1f} {p50:>8.2f} {p99:>8.2f} {bad:>8} "
+            f"{rps / ceiling:>10.2f}x"
+        )
+    submit = statistics.median(r[0] for r in results["submit"])
+    verdict = "meets" if submit >= ceiling / 2 else "MISSES"
+    print(f"target: submission >= 0.5x the ceiling: {verdict} ({submit / ceiling:.2f}x)")
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Audit records for mutations and security events; suspicious bursts; SQLite sink."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hyperqueue as hq
+from hyperqueue.testing import FakeClock
+from hyperqueue_litestar import create_app
+from hyperqueue_litestar._audit import Audit, AuditRecord, MemoryAuditSink, SQLiteAuditSink
+from hyperqueue_litestar._auth import Auth
+from hyperqueue_litestar._config import ApiKey, RateLimits
+from hyperqueue_litestar._limits import RateLimitMiddleware
+from hyperqueue_litestar._security import Actor, SuspiciousActivity
+from hyperqueue_sqlite import SQLiteStorage
+
+pytestmark = pytest.mark.anyio
+
+OPS = {"X-API-Key": "op-key"}
+ADMIN = {"X-API-Key": "admin-key"}
+
+
+def build(queue: hq.Queue, keys: dict[str, ApiKey], sink: Any, **audit: Any) -> Any:
+    auth = Auth(queue, keys=list(keys.values()))
+    limits = RateLimitMiddleware(
+        queue, RateLimits(default="100/minute", routes={"POST /api/v1/jobs": "3/minute"})
+    )
+    return create_app(
+        queue,
+        workers=False,
+        guards=[auth.guard],
+        middleware=[auth.middleware, limits],
+        plugins=[Audit(queue, sink, guards=[auth.guard], **audit)],
+    )
+
+
+async def test_every_mutation_is_recorded(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any, clock: FakeClock
+) -> None:
+    sink = MemoryAuditSink()
+    async with serve(build(queue, keys, sink)) as client:
+        job = (
+            await client.post("/api/v1/jobs", json={"task": "add", "args": [1, 2]}, headers=OPS)
+        ).json()
+        await client.post(
+            "/api/v1/jobs/batch", json={"jobs": [{"task": "add", "args": [3, 4]}]}, headers=OPS
+        )
+        await client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=OPS)
+        await client.post(f"/api/v1/jobs/{job['id']}/retry", headers=OPS)
+        await client.post(f"/api/v1/jobs/{job['id']}/retry", headers=OPS)  # 409: not cancelled now
+        await client.get("/api/v1/jobs", headers=OPS)  # a read: not audited
+    records = sink.records
+    assert [(r.event, r.action, r.result) for r in records] == [
+        ("job.submit", "submit", "success"),
+        ("job.batch", "batch", "success"),
+        ("job.cancel", "cancel", "success"),
+        ("job.retry", "retry", "success"),
+        ("job.retry", "retry", "error 409"),
+    ]
+    assert records[0].resource == f"job:{job['id']}"
+    assert records[0].actor == Actor(type="key", id="ops", ip="127.0.0.7")
+    assert records[0].at == clock.now()
+    assert records[1].metadata["created"] == 1 and len(records[1].metadata["ids"]) == 1
+    assert records[2].resource == f"job:{job['id']}"
+    assert [r.seq for r in records] == [1, 2, 3, 4, 5]
+
+
+async def test_security_events_are_recorded(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
+) -> None:
+    sink = MemoryAuditSink()
+    async with serve(build(queue, keys, sink)) as client:
+        await client.get("/api/v1/jobs")  # 401
+        await client.post(
+            "/api/v1/jobs", json={"task": "add", "args": [1, 2]}, headers={"X-API-Key": "view-key"}
+        )  # 403
+        for _ in range(4):  # the fourth is over 3/minute
+            await client.post("/api/v1/jobs", json={"task": "add", "args": [1, 2]}, headers=OPS)
+    events = [r.event for r in sink.records]
+    assert events.count("security.auth_failed") == 1
+    assert events.count("security.forbidden") == 1
+    assert events.count("security.rate_limited") == 1
+    # the refused attempt is a mutation too: recorded with its status
+    assert [r.result for r in sink.records if r.event == "job.submit"] == [
+        "error 403",
+        "success",
+        "success",
+        "success",
+    ]
+    denied = next(r for r in sink.records if r.event == "security.forbidden")
+    assert denied.actor.id == "watcher" and denied.resource == "/api/v1/jobs"
+
+
+async def test_a_burst_from_one_client_is_flagged_once(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any, clock: FakeClock
+) -> None:
+    sink = MemoryAuditSink()
+    flagged: list[SuspiciousActivity] = []
+    queue.events.subscribe(flagged.append, SuspiciousActivity)
+    async with serve(build(queue, keys, sink, burst=5, window=60.0)) as client:
+        for _ in range(4):
+            await client.get("/api/v1/jobs", headers={"X-API-Key": "guess"})
+            await clock.advance(20)  # spread over 80 s: never 5 within 60 s
+        assert flagged == []
+        for _ in range(5):
+            await client.get("/api/v1/jobs", headers={"X-API-Key": "guess"})
+        await clock.advance(0)
+    assert len(flagged) == 1
+    assert flagged[0].client == "127.0.0.7" and flagged[0].count == 5
+    assert flagged[0].kinds == {"security.auth_failed": 5}
+    suspicious = [r for r in sink.records if r.event == "security.suspicious"]
+    assert len(suspicious) == 1 and suspicious[0].result == "flagged"
+
+
+async def test_audit_endpoint_is_admin_only_and_paginated(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
+) -> None:
+    sink = MemoryAuditSink()
+    async with serve(build(queue, keys, sink)) as client:
+        for i in range(3):
+            await client.post("/api/v1/jobs", json={"task": "add", "args": [i, i]}, headers=OPS)
+        assert (await client.get("/api/v1/audit", headers=OPS)).status_code == 403
+        assert (await client.get("/api/v1/audit")).status_code == 401
+        first = (await client.get("/api/v1/audit", params={"limit": 2}, headers=ADMIN)).json()
+        assert [r["event"] for r in first["items"]] == ["job.submit", "job.submit"]
+        rest = (
+            await client.get("/api/v1/audit", params={"after": first["next_after"]}, headers=ADMIN)
+        ).json()
+    assert [r["seq"] for r in rest["items"]] == [3]
+    assert rest["next_after"] is None
+
+
+async def test_sqlite_sink_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    storage = SQLiteStorage(path)
+    await storage.open()  # the job database exists, audit_log included
+    await storage.aclose()
+    record = AuditRecord(
+        at=1.5,
+        event="job.submit",
+        actor=Actor(type="key", id="ops", ip="127.0.0.1", tenant="acme"),
+        resource="job:1",
+        action="submit",
+        result="success",
+        metadata={"status": 201},
+    )
+    async with SQLiteAuditSink(path) as sink:
+        assert await sink.write(record) == 1
+        assert await sink.write(record) == 2
+    async with SQLiteAuditSink(path) as sink:
+        page = await sink.read(limit=1)
+        assert page.items == [msgspec_replace(record, seq=1)]
+        assert page.next_after == 1
+        rest = await sink.read(after=1)
+        assert [r.seq for r in rest.items] == [2] and rest.next_after is None
+
+
+def msgspec_replace(record: AuditRecord, **changes: Any) -> AuditRecord:
+    import msgspec
+
+    return msgspec.structs.replace(record, **changes)
