@@ -13,6 +13,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "hyperqueue_sqlite needs aiosqlite: pip install 'hyperqueue[sqlite]'"
     ) from exc
 
+from ._config_store import ConfigStore
 from ._health import SQLiteHealth, wal_reset_bug
 from ._maintenance import maintenance_service
 from ._retention import (
@@ -27,6 +28,7 @@ from ._storage import SQLiteStorage
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ConfigStore",
     "DiskUsage",
     "PruneReport",
     "RetentionPolicy",
