@@ -174,20 +174,21 @@ class TenantQuota(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
 
 
 def _default_routes() -> dict[str, str]:
-    return {"POST /api/v1/jobs": "100/minute", "POST /api/v1/jobs/batch": "20/minute"}
+    return {"POST /api/v1/jobs": "200/second", "POST /api/v1/jobs/batch": "20/second"}
 
 
 class RateLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Limits per client, written as ``limits`` parses them (``"100/minute"``, several
     joined by ``;``).
 
-    ``default`` (1000/minute) applies to every route without its own entry; ``routes``
+    ``default`` (1000/second) applies to every route without its own entry; ``routes``
     maps ``"METHOD /path"`` patterns (``*`` matches any part) to a limit. Submitting is
-    stricter than reading by default: 100/minute for ``POST /api/v1/jobs``, 20/minute for
-    a batch.
+    stricter than reading by default: 200/second for ``POST /api/v1/jobs``, 20/second
+    (up to 20,000 jobs/s) for a batch. The defaults stop a runaway client, not a busy
+    producer; set tighter ones per route for clients you do not trust.
     """
 
-    default: str = "1000/minute"
+    default: str = "1000/second"
     routes: dict[str, str] = msgspec.field(default_factory=_default_routes)
 
     def __post_init__(self) -> None:

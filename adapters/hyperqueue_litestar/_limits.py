@@ -22,7 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 import hyperqueue as hq
 from hyperqueue._ratelimit import Strategy
 
-from ._config import RateLimits
+from ._config import Config, RateLimits
 from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, route_of, send_json
 
 __all__ = ["RateLimitMiddleware"]
@@ -36,8 +36,8 @@ def _pattern(route: str) -> re.Pattern[str]:
 class RateLimitMiddleware(ASGIMiddleware):
     """Refuse a client's requests over its route's limit; headers on every answer.
 
-    ``limits`` (default ``RateLimits()``: 1000/minute for any route, 100/minute to
-    submit, 20/minute for a batch) come from ``Config.rate_limits``. ``exempt`` are
+    ``limits`` (default ``RateLimits()``: 1000/second for any route, 200/second to
+    submit, 20/second for a batch) come from ``Config.rate_limits``. ``exempt`` are
     path prefixes left unlimited (default ``/health`` and ``/metrics``, which
     monitoring calls). ``strategy`` is the :class:`~hyperqueue.RateLimiter`'s (default
     ``"fixed-window"``).
@@ -53,16 +53,41 @@ class RateLimitMiddleware(ASGIMiddleware):
         exempt: Sequence[str] = ("/health", "/metrics"),
         strategy: Strategy = "fixed-window",
     ) -> None:
-        limits = limits if limits is not None else RateLimits()
         self.queue = queue
         self.clock = queue.clock
         self.exempt = tuple(exempt)
-        self.default = hq.RateLimiter(limits.default, strategy=strategy, clock=queue.clock)
-        self.routes = [
-            (_pattern(route), hq.RateLimiter(limit, strategy=strategy, clock=queue.clock))
-            for route, limit in limits.routes.items()
-        ]
+        self.strategy: Strategy = strategy
+        self.limits = limits if limits is not None else RateLimits()
+        self.default, self.routes = self._build(self.limits, {})
         self._chosen: dict[str, hq.RateLimiter] = {}
+
+    def _build(
+        self, limits: RateLimits, reuse: dict[str, hq.RateLimiter]
+    ) -> tuple[hq.RateLimiter, list[tuple[re.Pattern[str], hq.RateLimiter]]]:
+        def limiter(limit: str) -> hq.RateLimiter:
+            found = reuse.get(limit)
+            if found is None:
+                found = hq.RateLimiter(limit, strategy=self.strategy, clock=self.clock)
+            return found
+
+        return limiter(limits.default), [
+            (_pattern(route), limiter(limit)) for route, limit in limits.routes.items()
+        ]
+
+    def apply(self, config: Config) -> None:
+        """Take ``config.rate_limits`` from the next request on.
+
+        A limit whose text is unchanged keeps its limiter and so its clients' counts (a
+        reload does not hand everyone a fresh window); a new or changed limit starts
+        counting afresh. Synchronous, so no request sees half of a change.
+        """
+        limits = config.rate_limits
+        old = [(self.limits.default, self.default)]
+        routes = zip(self.limits.routes.values(), self.routes, strict=True)
+        old += [(limit, lim) for limit, (_, lim) in routes]
+        self.default, self.routes = self._build(limits, dict(old))
+        self.limits = limits
+        self._chosen = {}
 
     def limiter(self, method: str, route: str) -> hq.RateLimiter:
         """The limiter of ``"METHOD /route/template"``: the first matching pattern's."""
