@@ -33,6 +33,7 @@ R = TypeVar("R")
 
 _DEFAULT_KEY_TTL = 24 * 3600.0
 _MAX_KEY_LENGTH = 256
+_MAX_ATTEMPTS = 1_000_000  # a bound every storage can hold (SQLite integers are 64-bit)
 
 
 def _seconds(option: str, value: float | None, *, positive: bool = False) -> float | None:
@@ -232,9 +233,11 @@ class Queue:
                 raise OptionError("run_at", "must be finite")
             when = max(float(run_at), now)
         if max_attempts is not None and (
-            isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1
+            isinstance(max_attempts, bool)
+            or not isinstance(max_attempts, int)
+            or not 1 <= max_attempts <= _MAX_ATTEMPTS
         ):
-            raise OptionError("max_attempts", "must be a whole number >= 1")
+            raise OptionError("max_attempts", f"must be a whole number from 1 to {_MAX_ATTEMPTS:,}")
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY_LENGTH):
             raise OptionError("key", f"must be a string of 1 to {_MAX_KEY_LENGTH} characters")
         if queue is not None and (not isinstance(queue, str) or not queue):

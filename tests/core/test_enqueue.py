@@ -114,6 +114,7 @@ async def test_unknown_task_is_a_typed_error_naming_it(queue: hq.Queue) -> None:
         ({"delay": "5"}, "delay"),
         ({"timeout": 0}, "timeout"),
         ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": 10**20}, "max_attempts"),
         ({"key": ""}, "key"),
         ({"key": "k" * 300}, "key"),
         ({"queue": ""}, "queue"),
