@@ -119,7 +119,9 @@ def serve(
         SQLiteAuditSink,
         create_app,
     )
-    from hyperqueue_sqlite import SQLiteStorage
+    from hyperqueue_litestar._config import MemoryConfigStore
+    from hyperqueue_litestar._config_routes import ConfigApi
+    from hyperqueue_sqlite import ConfigStore, SQLiteStorage
 
     config = _config(config_path)
     host = _setting(config, "server", "host", host, "127.0.0.1")
@@ -133,9 +135,20 @@ def serve(
     queue, where = _queue(app, db)
     settings = config if config is not None else Config()
     auth = Auth.from_config(queue, settings, max_body_size=max_body)
+    limits = RateLimitMiddleware(queue, settings.rate_limits)
+    metrics = Metrics(queue, slow_request_ms=settings.server.slow_request_ms)
     storage = queue.storage
-    audit_sink = (
-        SQLiteAuditSink(storage.path) if isinstance(storage, SQLiteStorage) else MemoryAuditSink()
+    sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
+    audit_sink = SQLiteAuditSink(sqlite) if sqlite else MemoryAuditSink()
+    # API keys, tenant quotas, rate limits and the slow-request threshold change live:
+    # through the API (admin) or by editing --config, which is watched.
+    config_api = ConfigApi(
+        queue,
+        settings,
+        store=ConfigStore(sqlite) if sqlite else MemoryConfigStore(),
+        targets=[auth, limits, metrics],
+        guards=[auth.guard],
+        watch=config_path,
     )
     litestar_app = create_app(
         queue,
@@ -144,11 +157,8 @@ def serve(
         drain_timeout=drain_timeout,
         max_body_size=max_body,
         guards=[auth.guard],
-        middleware=[auth.middleware, RateLimitMiddleware(queue, settings.rate_limits)],
-        plugins=[
-            Metrics(queue, slow_request_ms=settings.server.slow_request_ms),
-            Audit(queue, audit_sink, guards=[auth.guard]),
-        ],
+        middleware=[auth.middleware, limits],
+        plugins=[metrics, Audit(queue, audit_sink, guards=[auth.guard]), config_api],
     )
     plugin = litestar_app.plugins.get(HyperqueuePlugin)
 
@@ -221,6 +231,48 @@ def serve(
 
 def _ignore(sig: int, frame: FrameType | None) -> None:
     """Installed after the drain: a repeated signal no longer matters."""
+
+
+@main.group()
+def config() -> None:
+    """The server's configuration: defaults, then a TOML file, then HYPERQUEUE_* variables."""
+
+
+@config.command("show")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file; without it, the defaults and the environment.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+def config_show(config_path: Path | None, as_json: bool) -> None:
+    """The effective configuration (file + environment + defaults), every key included."""
+    from hyperqueue_litestar._config import ConfigError, dump_config, load_config
+
+    try:
+        settings = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(f"invalid: {exc}", err=True)
+        sys.exit(1)
+    click.echo(dump_config(settings, format="json" if as_json else "toml").rstrip("\n"))
+
+
+@config.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--no-env", is_flag=True, help="Check the file alone, without HYPERQUEUE_*.")
+def config_validate(file: Path, no_env: bool) -> None:
+    """Check FILE as `serve --config FILE` would read it: exit 0 and "valid", or exit 1
+    with the error naming the key and where its value came from (the file or a variable).
+    """
+    from hyperqueue_litestar._config import ConfigError, load_config
+
+    try:
+        load_config(file, env={} if no_env else None)
+    except ConfigError as exc:
+        click.echo(f"invalid: {exc}", err=True)
+        sys.exit(1)
+    click.echo("valid")
 
 
 @main.command()

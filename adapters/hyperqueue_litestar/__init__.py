@@ -25,9 +25,17 @@ from ._config import (
     ConfigHistory,
     ConfigVersion,
     ConfigWatcher,
+    MemoryConfigStore,
     diff_configs,
     dump_config,
     load_config,
+)
+from ._config_routes import (
+    ConfigApi,
+    ConfigApplied,
+    ConfigVersionInfo,
+    LiveSetting,
+    restart_required,
 )
 from ._demo import demo_queue
 from ._errors import STATUS_BY_ERROR
@@ -68,9 +76,12 @@ __all__ = [
     "BatchRequest",
     "BatchResponse",
     "Config",
+    "ConfigApi",
+    "ConfigApplied",
     "ConfigError",
     "ConfigHistory",
     "ConfigVersion",
+    "ConfigVersionInfo",
     "ConfigWatcher",
     "ErrorBody",
     "HealthBody",
@@ -79,7 +90,9 @@ __all__ = [
     "JobTemplate",
     "KeyRing",
     "KeyUsage",
+    "LiveSetting",
     "MemoryAuditSink",
+    "MemoryConfigStore",
     "Metrics",
     "QueueFigures",
     "QueuesResponse",
@@ -93,4 +106,5 @@ __all__ = [
     "diff_configs",
     "dump_config",
     "load_config",
+    "restart_required",
 ]

@@ -125,6 +125,16 @@ class KeyRing:
         found.last_used = self.clock.now()
         return found.principal
 
+    def carry_usage(self, old: KeyRing) -> None:
+        """Keep ``old``'s figures for the keys both rings name, so a reload that leaves a
+        key in place does not reset its usage."""
+        for name, entry in self._by_name.items():
+            before = old._by_name.get(name)
+            if before is not None:
+                entry.requests = before.requests
+                entry.denied = before.denied
+                entry.last_used = before.last_used
+
     def note_denied(self, name: str) -> None:
         entry = self._by_name.get(name)
         if entry is not None:
@@ -233,6 +243,20 @@ class Auth:
     def open(self) -> bool:
         """No API key is configured: the API is open to everyone."""
         return self.keys.open
+
+    def apply(self, config: Config) -> None:
+        """Take ``config``'s keys, roles and tenant quotas from the next request on.
+
+        Synchronous on purpose: the new key ring and quotas replace the old ones between
+        two awaits, so no request sees half of a change. A request already past its
+        authentication finishes as the old keys allowed; usage figures stay with the
+        keys that remain (by name), and cached tenant counts are dropped.
+        """
+        ring = KeyRing(config.keys, clock=self.clock)
+        ring.carry_usage(self.keys)
+        self.keys = ring
+        self.tenants = dict(config.tenants)
+        self._counts.clear()
 
     def usage(self) -> list[KeyUsage]:
         return self.keys.usage()

@@ -40,6 +40,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import hyperqueue as hq
 
+from ._config import Config
 from ._security import SlowRequest, route_of
 
 __all__ = ["Metrics"]
@@ -182,6 +183,11 @@ class Metrics(InitPlugin):
             yield
         finally:
             unsubscribe()
+
+    def apply(self, config: Config) -> None:
+        """Take ``config.server.slow_request_ms`` as the slow-request threshold from the
+        next answer on."""
+        self.slow_request_ms = config.server.slow_request_ms
 
     # -- figures -------------------------------------------------------------------------
 
