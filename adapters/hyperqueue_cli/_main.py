@@ -93,6 +93,15 @@ def _setting(config: Any, section: str, name: str, given: Any, default: Any) -> 
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TOML file (HYPERQUEUE_* variables override it); options given here win.",
 )
+@click.option(
+    "--server",
+    "server_kind",
+    type=click.Choice(["uvicorn", "hypercorn"]),
+    default="uvicorn",
+    show_default=True,
+    help="ASGI server: uvicorn (HTTP/1.1) or hypercorn (HTTP/1.1 and HTTP/2, h2c on "
+    "plain TCP; pip install 'hyperqueue[http2]').",
+)
 def serve(
     app: str | None,
     db: Path | None,
@@ -101,6 +110,7 @@ def serve(
     concurrency: int | None,
     drain_timeout: float | None,
     config_path: Path | None,
+    server_kind: str,
 ) -> None:
     """Serve APP (module:queue) over HTTP with its workers; with no APP, demo tasks.
 
@@ -194,6 +204,11 @@ def serve(
             soft_wrap=True,
         )
 
+    if server_kind == "hypercorn":
+        _serve_hypercorn(litestar_app, sock, plugin.shutting_down, drain_timeout)
+        console.print("hyperqueue stopped: workers drained")
+        return
+
     class Server(uvicorn.Server):
         """Ends the event streams as soon as a signal arrives, so the server does not
         wait on them before its lifespan drains the workers."""
@@ -227,6 +242,39 @@ def serve(
     if not server.started:
         raise SystemExit(1)
     console.print("hyperqueue stopped: workers drained")
+
+
+def _serve_hypercorn(
+    app: Any, sock: socket.socket, shutting_down: Any, drain_timeout: float
+) -> None:
+    """Serve with hypercorn, which speaks HTTP/2 (h2c on plain TCP) as well as HTTP/1.1;
+    SIGTERM or SIGINT ends the event streams, then drains through the app's lifespan."""
+    try:
+        from hypercorn.asyncio import serve as hypercorn_serve
+        from hypercorn.config import Config as HypercornConfig
+    except ImportError:
+        raise click.UsageError(
+            "--server hypercorn needs hypercorn: pip install 'hyperqueue[http2]'"
+        ) from None
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.graceful_timeout = max(drain_timeout, 1.0) + 5.0
+    config.accesslog = None
+    config.loglevel = "WARNING"
+
+    async def run() -> None:
+        stop = asyncio.Event()
+
+        def on_signal() -> None:
+            shutting_down()
+            stop.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await hypercorn_serve(app, config, shutdown_trigger=stop.wait)
+
+    asyncio.run(run())
 
 
 def _ignore(sig: int, frame: FrameType | None) -> None:
