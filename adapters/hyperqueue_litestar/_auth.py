@@ -16,7 +16,8 @@ Three pieces plug into Litestar:
   the rate limits and the audit log) and confines a tenant-bound key to its tenant: a
   submission is forced to the key's tenant, a listing filtered to it, another tenant's
   job answers 404 (not 403: its existence is not revealed), and the tenant's quotas
-  (``max_queued``, ``max_running``) refuse a submission over them with 429.
+  ``max_queued`` refuses a submission over it with 429; ``max_running`` caps how many of
+  the tenant's jobs the workers run at once (the rest wait, see ``Queue.tenant_limits``).
 - :attr:`Auth.open`: True when no key is configured; the server then lets everyone in
   (the CLI says so at start-up).
 """
@@ -224,6 +225,7 @@ class Auth:
         self.clock = queue.clock
         self.keys = keys if isinstance(keys, KeyRing) else KeyRing(keys, clock=queue.clock)
         self.tenants: dict[str, TenantQuota] = dict(tenants or {})
+        self._cap_running()
         self.api_prefix = "/" + api_prefix.strip("/")
         self.quota_max_age = quota_max_age
         self.max_body_size = max_body_size
@@ -257,6 +259,12 @@ class Auth:
         self.keys = ring
         self.tenants = dict(config.tenants)
         self._counts.clear()
+        self._cap_running()
+
+    def _cap_running(self) -> None:
+        """``max_running`` is enforced where jobs start: the queue's workers defer a job
+        while its tenant already runs that many (``Queue.tenant_limits``)."""
+        self.queue.tenant_limits = {name: q.max_running for name, q in self.tenants.items()}
 
     def usage(self) -> list[KeyUsage]:
         return self.keys.usage()
@@ -350,9 +358,7 @@ class Auth:
         quota = self.tenants.get(tenant)
         if quota is None:
             return None
-        pending, running = await self.tenant_counts(tenant)
-        if running >= quota.max_running:
-            return "max_running", quota.max_running, running
+        pending, _ = await self.tenant_counts(tenant)
         if pending + n > quota.max_queued:
             return "max_queued", quota.max_queued, pending
         return None

@@ -442,7 +442,11 @@ class MemoryStorage:
                 and (tenant is None or job.tenant == tenant)
             )
 
-        found = heapq.nlargest(limit + 1, filter(keep, self._jobs.values()), key=lambda job: job.id)
+        if status is _RUNNING:  # few: look at them only (a tenant's cap asks this per job)
+            candidates: Iterable[Job] = (self._jobs[job_id] for job_id in self._running)
+        else:
+            candidates = self._jobs.values()
+        found = heapq.nlargest(limit + 1, filter(keep, candidates), key=lambda job: job.id)
         more = len(found) > limit
         items = found[:limit]
         return Page(items=items, next_cursor=items[-1].id if more else None)

@@ -8,7 +8,7 @@ to this process: the registered tasks, its workers, and events to wake local wai
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -62,7 +62,8 @@ class Queue:
     ``key_ttl`` is how long an idempotency key is remembered, in seconds (a day by
     default; ``None`` remembers keys for as long as their job is stored).
     ``async with Queue(...)`` opens and closes the storage; without it, the storage is
-    opened on first use.
+    opened on first use. ``tenant_limits`` caps how many jobs of each tenant run at once
+    (see :attr:`tenant_limits`).
     """
 
     def __init__(
@@ -73,11 +74,16 @@ class Queue:
         events: EventBus | None = None,
         key_ttl: float | None = _DEFAULT_KEY_TTL,
         breakers: BreakerRegistry | None = None,
+        tenant_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.events = events if events is not None else EventBus()
         self.key_ttl = key_ttl
+        self.tenant_limits: dict[str, int] = dict(tenant_limits or {})
+        """Most jobs of a tenant that may run at once, across every worker on this
+        storage; a job over its tenant's cap is deferred (not an attempt) and tried
+        again after 0.5 s. Change it while running by assigning a new dict."""
         self.breakers = (
             breakers
             if breakers is not None

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats", "current_job", "report_progress"]
 
 _log = logging.getLogger("hyperqueue.worker")
+_TENANT_RETRY = 0.5  # seconds before a job over its tenant's running cap is tried again
 
 _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
@@ -366,6 +367,10 @@ class Worker:
                     wait = self._rate_limited(task, args, kwargs)
                     if wait is not None:
                         raise _Deferred(wait)
+                if job.tenant is not None and queue.tenant_limits:
+                    cap = queue.tenant_limits.get(job.tenant)
+                    if cap is not None and await self._over_tenant_cap(job, cap):
+                        raise _Deferred(queue.clock.now() + _TENANT_RETRY)
                 fn = task.fn if task.breaker is None else partial(task.breaker.call, task.fn)
                 if job.timeout is None:
                     result = await fn(*args, **kwargs)
@@ -408,6 +413,23 @@ class Worker:
             if self._stopping and not self._busy:
                 assert self._drained is not None
                 self._drained.set()
+
+    async def _over_tenant_cap(self, job: Job, cap: int) -> bool:
+        """Whether ``cap`` jobs of the job's tenant that started before it still run.
+
+        Every running job of the tenant (in any process) ranks by (started_at, id); the
+        first ``cap`` go on, the rest wait. All workers rank alike, so a tenant never
+        runs more than ``cap`` jobs at once, and a batch claimed together does not defer
+        itself entirely.
+        """
+        page = await self._queue.storage.list(
+            status=JobStatus.RUNNING, tenant=job.tenant, limit=1000
+        )
+        if page.next_cursor is not None:  # more running than we looked at: be safe
+            return True
+        mine = (job.started_at or 0.0, job.id)
+        ahead = sum(1 for other in page.items if (other.started_at or 0.0, other.id) < mine)
+        return ahead >= cap
 
     def _rate_limited(self, task: Any, args: Any, kwargs: Any) -> float | None:
         """None if the task's rate limit lets this job start now, else when it may."""

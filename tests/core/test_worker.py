@@ -658,3 +658,31 @@ async def test_async_subscribers_run_inside_async_with_queue(queue: hq.Queue) ->
     assert "JobCompleted:completed" in seen
     assert "JobDeferred:pending" in seen, "the second job waited for the rate limit"
     assert (await queue.get(second.id)).status is hq.JobStatus.PENDING
+
+
+async def test_tenant_cap_limits_its_running_jobs_without_spending_attempts(
+    clock: FakeClock,
+) -> None:
+    queue = hq.Queue(clock=clock, tenant_limits={"acme": 2})
+    release = anyio.Event()
+    running: dict[str, int] = {"acme": 0, "globex": 0}
+    peak: dict[str, int] = {"acme": 0, "globex": 0}
+
+    @queue.task
+    async def work(tenant: str) -> None:
+        running[tenant] += 1
+        peak[tenant] = max(peak[tenant], running[tenant])
+        await release.wait()
+        running[tenant] -= 1
+
+    jobs = [await work.options(tenant="acme").enqueue("acme") for _ in range(5)]
+    jobs += [await work.options(tenant="globex").enqueue("globex") for _ in range(2)]
+    async with guard(), queue.worker(concurrency=10):
+        await anyio.wait_all_tasks_blocked()
+        assert running == {"acme": 2, "globex": 2}
+        release.set()
+        for _ in range(6):
+            await clock.advance(0.5)  # the deferred acme jobs come back two at a time
+        done = [await queue.wait(job.id) for job in jobs]
+    assert peak == {"acme": 2, "globex": 2}
+    assert all(j.status is hq.JobStatus.COMPLETED and j.attempts == 1 for j in done)
