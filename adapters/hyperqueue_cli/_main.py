@@ -102,6 +102,12 @@ def _setting(config: Any, section: str, name: str, given: Any, default: Any) -> 
     help="ASGI server: uvicorn (HTTP/1.1) or hypercorn (HTTP/1.1 and HTTP/2, h2c on "
     "plain TCP; pip install 'hyperqueue[http2]').",
 )
+@click.option(
+    "--allow-open",
+    is_flag=True,
+    help="Serve with no API keys on an address beyond loopback (anyone who can reach "
+    "it can run jobs).",
+)
 def serve(
     app: str | None,
     db: Path | None,
@@ -111,6 +117,7 @@ def serve(
     drain_timeout: float | None,
     config_path: Path | None,
     server_kind: str,
+    allow_open: bool,
 ) -> None:
     """Serve APP (module:queue) over HTTP with its workers; with no APP, demo tasks.
 
@@ -172,6 +179,12 @@ def serve(
     )
     plugin = litestar_app.plugins.get(HyperqueuePlugin)
 
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    if auth.open and not loopback and not allow_open:
+        raise click.ClickException(
+            f"no API keys configured: an open server listens on loopback only, not {host}; "
+            "configure [[keys]] in --config (see docs/guides/security.md) or pass --allow-open"
+        )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -192,15 +205,15 @@ def serve(
     )
     if not auth.open:
         console.print(f"  API keys: {len(settings.keys)} configured", soft_wrap=True)
-    elif host in ("127.0.0.1", "localhost", "::1"):
+    elif loopback:
         console.print(
             "  [yellow]no API keys configured: the API is open; keep it on loopback[/yellow]",
             soft_wrap=True,
         )
     else:
         console.print(
-            "  [bold red]no API keys configured and listening beyond loopback: anyone who "
-            "can reach it can run jobs (configure keys)[/bold red]",
+            "  [bold red]no API keys configured and listening beyond loopback (--allow-open):"
+            " anyone who can reach it can run jobs[/bold red]",
             soft_wrap=True,
         )
 

@@ -1,4 +1,5 @@
-"""Health endpoints and the checks every server has: storage, queue depth, workers.
+"""Health endpoints and the checks every server has: storage, queue depth, workers,
+memory.
 
 ``/health`` runs the registry (reusing a report younger than ``health_max_age``) and
 answers 503 when it is unhealthy; ``/health/live`` only says the process answers (an
@@ -16,6 +17,7 @@ from litestar.openapi import ResponseSpec
 
 import hyperqueue as hq
 
+from ._process import resident_bytes
 from ._schemas import HealthBody
 
 if TYPE_CHECKING:
@@ -25,7 +27,8 @@ __all__ = ["health_routes", "standard_checks"]
 
 
 def standard_checks(plugin: HyperqueuePlugin) -> None:
-    """Add ``storage``, ``queue_depth`` and ``workers`` to the plugin's registry."""
+    """Add ``storage``, ``queue_depth``, ``workers`` and ``memory`` to the registry;
+    only storage and workers are critical (their failure makes the server unhealthy)."""
     queue = plugin.queue
     health = plugin.health
 
@@ -61,9 +64,23 @@ def standard_checks(plugin: HyperqueuePlugin) -> None:
             message=f"{stats.running} of {stats.concurrency} runners busy",
         )
 
-    for name, check in (("storage", storage), ("queue_depth", queue_depth), ("workers", workers)):
+    async def memory() -> hq.CheckResult | None:
+        used = resident_bytes()
+        limit = plugin.max_memory_bytes
+        status = hq.HealthStatus.DEGRADED if used > limit else hq.HealthStatus.HEALTHY
+        return hq.CheckResult(
+            status=status, message=f"{used / 2**20:,.0f} MiB resident (limit {limit / 2**20:,.0f})"
+        )
+
+    checks = (
+        ("storage", storage, True),
+        ("queue_depth", queue_depth, False),
+        ("workers", workers, True),
+        ("memory", memory, False),
+    )
+    for name, check, critical in checks:
         if name not in health:
-            health.add(name, check, critical=name != "queue_depth")
+            health.add(name, check, critical=critical)
 
 
 _UNHEALTHY = ResponseSpec(data_container=HealthBody, description="Unhealthy or not ready")

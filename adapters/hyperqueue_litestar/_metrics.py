@@ -22,8 +22,6 @@ Request latency is read from the queue's clock, so a test drives it with a fake 
 
 from __future__ import annotations
 
-import resource
-import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -41,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import hyperqueue as hq
 
 from ._config import Config
+from ._process import resident_bytes
 from ._security import SlowRequest, route_of
 
 __all__ = ["Metrics"]
@@ -48,17 +47,6 @@ __all__ = ["Metrics"]
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 _STATES = ("closed", "open", "half_open")
-
-
-def _resident_bytes() -> float:
-    """Resident memory now from /proc where there is one, else the peak (getrusage)."""
-    try:
-        with open("/proc/self/statm", "rb") as statm:
-            pages = int(statm.read().split()[1])
-        return float(pages * resource.getpagesize())
-    except (OSError, ValueError, IndexError):
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return float(peak if sys.platform == "darwin" else peak * 1024)
 
 
 class _QueueCollector:
@@ -98,7 +86,7 @@ class _QueueCollector:
         yield state
         yield trips
         yield GaugeMetricFamily(
-            "hyperqueue_process_resident_memory_bytes", "Resident memory", value=_resident_bytes()
+            "hyperqueue_process_resident_memory_bytes", "Resident memory", value=resident_bytes()
         )
         yield GaugeMetricFamily(
             "hyperqueue_uptime_seconds",

@@ -52,7 +52,8 @@ class HyperqueuePlugin(InitPlugin):
     - ``templates``: named :class:`JobTemplate` defaults a submission may refer to.
     - ``health``: a :class:`hyperqueue.Health` registry to serve (one is made); the
       plugin adds checks named ``storage``, ``queue_depth`` and ``workers`` unless
-      names are taken. ``max_queue_depth`` (10,000 pending) makes ``queue_depth``
+      names are taken, and ``memory``. ``max_queue_depth`` (10,000 pending) makes
+      ``queue_depth`` degraded, ``max_memory_bytes`` (2 GiB resident) makes ``memory``
       degraded; ``health_max_age`` (1 s) reuses a fresh report under load.
     - ``modes``: a :class:`hyperqueue.ModeController` that filters requests (one is
       made, normal mode): read-only refuses submissions, maintenance all but health.
@@ -76,6 +77,7 @@ class HyperqueuePlugin(InitPlugin):
         "health_path",
         "lease",
         "max_body_size",
+        "max_memory_bytes",
         "max_queue_depth",
         "middleware",
         "modes",
@@ -105,6 +107,7 @@ class HyperqueuePlugin(InitPlugin):
         templates: Mapping[str, JobTemplate] | None = None,
         health: hq.Health | None = None,
         max_queue_depth: int = 10_000,
+        max_memory_bytes: int = 2 << 30,
         health_max_age: float = 1.0,
         modes: hq.ModeController | None = None,
         sse_heartbeat: float = 15.0,
@@ -123,6 +126,7 @@ class HyperqueuePlugin(InitPlugin):
         if max_queue_depth < 1:
             raise ValueError("max_queue_depth must be at least 1")
         self.queue = queue
+        self.max_memory_bytes = max_memory_bytes
         self.dependency_key = dependency_key
         self.workers = workers
         self.concurrency = concurrency

@@ -442,3 +442,17 @@ async def test_keywords_that_collide_or_do_not_exist_are_422(
     assert response.status_code == 422, response.text
     assert "'echo'" in response.json()["detail"]
     assert await stored(queue) == 0
+
+
+async def test_health_reports_memory_as_a_non_critical_check(
+    queue: hq.Queue, make_client: MakeClient
+) -> None:
+    async with make_client(queue, workers=False, max_memory_bytes=1) as client:
+        response = await client.get("/health")
+    body = response.json()
+    assert set(body["checks"]) >= {"storage", "queue_depth", "workers", "memory"}
+    assert body["checks"]["memory"]["status"] == "degraded"
+    assert "MiB resident" in body["checks"]["memory"]["message"]
+    assert body["checks"]["memory"]["latency_ms"] >= 0
+    # over its memory limit the server is degraded, still serving: not a 503
+    assert response.status_code == 200 and body["status"] == "degraded"

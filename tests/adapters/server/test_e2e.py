@@ -272,3 +272,38 @@ def test_serve_refuses_an_invalid_config_file_naming_the_key(tmp_path: Path) -> 
     )
     assert result.returncode == 2
     assert "workers.concurrency" in result.stderr.decode()
+
+
+def test_an_open_server_refuses_to_listen_beyond_loopback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*CLI, "serve", "--host", "0.0.0.0", "--port", "0", "--db", "x.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=30,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("HYPERQUEUE_")},
+    )
+    assert result.returncode == 1
+    assert "no API keys configured: an open server listens on loopback only" in (
+        result.stderr.decode()
+    )
+
+
+def test_with_keys_the_server_listens_beyond_loopback_and_asks_for_a_key(
+    tmp_path: Path,
+) -> None:
+    from hyperqueue_litestar import ApiKey
+
+    digest = ApiKey.hash_key("s3cret-operator-key")
+    (tmp_path / "hq.toml").write_text(
+        f'[[keys]]\nname = "ops"\nkey_hash = "{digest}"\nroles = ["operator"]\n'
+    )
+    running = start_server(tmp_path, "--host", "0.0.0.0", "--config", str(tmp_path / "hq.toml"))
+    try:
+        url = running.url.replace("0.0.0.0", "127.0.0.1")
+        job = {"task": "add", "args": [1, 2]}
+        assert httpx.post(f"{url}/api/v1/jobs", json=job).status_code == 401
+        headers = {"Authorization": "Bearer s3cret-operator-key"}
+        assert httpx.post(f"{url}/api/v1/jobs", json=job, headers=headers).status_code == 201
+    finally:
+        stop(running)
