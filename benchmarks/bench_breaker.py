@@ -18,22 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import random
 import statistics
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from _overhead import BARE, Loop, measure, noop
 
 from hyperqueue._breaker import CircuitBreaker
-
-Loop = Callable[[int], Awaitable[None]]
-
-
-async def noop() -> None:
-    return None
 
 
 def our_cases() -> dict[str, Loop]:
@@ -127,39 +118,6 @@ def peer_cases() -> tuple[dict[str, Loop], list[str]]:
     return cases, missing
 
 
-async def bare(n: int) -> None:
-    for _ in range(n):
-        await noop()
-
-
-async def timed(loop: Loop, n: int) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        await loop(n)
-        return time.perf_counter() - start
-    finally:
-        gc.enable()
-
-
-async def measure(cases: dict[str, Loop], calls: int, repeats: int) -> dict[str, list[float]]:
-    """Per-call overhead over bare, in microseconds, for each repeat."""
-    overheads: dict[str, list[float]] = {name: [] for name in cases}
-    overheads["bare await noop()"] = []
-    names = list(cases)
-    for loop in (bare, *cases.values()):  # warm up
-        await loop(1000)
-    for _ in range(repeats):
-        random.shuffle(names)
-        base = await timed(bare, calls)
-        for name in names:
-            elapsed = await timed(cases[name], calls)
-            overheads[name].append((elapsed - base) / calls * 1e6)
-        overheads["bare await noop()"].append(base / calls * 1e6)
-    return overheads
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=100_000)
@@ -180,13 +138,13 @@ def main() -> None:
     median = {name: statistics.median(values) for name, values in results.items()}
     reference = median["hyperqueue @breaker"]
     print(f"{args.calls} calls x {args.repeats} repeats, median; asyncio unless noted")
-    print(f"bare await noop(): {median.pop('bare await noop()'):.3f} us per call")
+    print(f"bare await noop(): {median.pop(BARE):.3f} us per call")
     print(f"{'case':52} {'over bare (us)':>15} {'x ours @breaker':>16}")
     for name, value in sorted(median.items(), key=lambda item: item[1]):
         ratio = value / reference if reference > 0 else float("nan")
         print(f"{name:52} {value:15.3f} {ratio:16.1f}")
     trio_value = statistics.median(trio_results["hyperqueue @breaker"])
-    trio_bare = statistics.median(trio_results["bare await noop()"])
+    trio_bare = statistics.median(trio_results[BARE])
     print(f"{'hyperqueue @breaker (trio)':52} {trio_value:15.3f}   (trio bare {trio_bare:.3f} us)")
     for line in missing:
         print(f"not measured: {line}")

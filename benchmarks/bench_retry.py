@@ -19,20 +19,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import random
 import statistics
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _overhead import BARE, Loop, measure, noop
+
 from hyperqueue._retry import Retry, retry
-
-Loop = Callable[[int], Awaitable[None]]
-
-
-async def noop() -> None:
-    return None
 
 
 def our_cases() -> dict[str, Loop]:
@@ -127,40 +119,6 @@ def peer_cases() -> tuple[dict[str, Loop], list[str]]:
     return cases, missing
 
 
-async def bare(n: int) -> None:
-    for _ in range(n):
-        await noop()
-
-
-async def timed(loop: Loop, n: int) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        await loop(n)
-        return time.perf_counter() - start
-    finally:
-        gc.enable()
-
-
-async def measure(cases: dict[str, Loop], calls: int, repeats: int) -> dict[str, list[float]]:
-    """Per-call overhead over bare, in microseconds, for each repeat."""
-    overheads: dict[str, list[float]] = {name: [] for name in cases}
-    base_times: list[float] = []
-    names = list(cases)
-    for loop in (bare, *cases.values()):  # warm up
-        await loop(200)
-    for _ in range(repeats):
-        random.shuffle(names)
-        base = await timed(bare, calls)
-        base_times.append(base / calls * 1e6)
-        for name in names:
-            elapsed = await timed(cases[name], calls)
-            overheads[name].append((elapsed - base) / calls * 1e6)
-    overheads["bare await noop()"] = base_times
-    return overheads
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
@@ -169,11 +127,11 @@ def main() -> None:
 
     ours = our_cases()
     peers, missing = peer_cases()
-    results = asyncio.run(measure({**ours, **peers}, args.calls, args.repeats))
+    results = asyncio.run(measure({**ours, **peers}, args.calls, args.repeats, warmup=200))
     median = {name: statistics.median(values) for name, values in results.items()}
     reference = median["hyperqueue @retry"]
     print(f"{args.calls} calls x {args.repeats} repeats, median, asyncio")
-    print(f"bare await noop(): {median.pop('bare await noop()'):.3f} us per call")
+    print(f"bare await noop(): {median.pop(BARE):.3f} us per call")
     print(f"{'case':54} {'over bare (us)':>15} {'x ours @retry':>14}")
     for name, value in sorted(median.items(), key=lambda item: item[1]):
         ratio = value / reference if reference > 0 else float("nan")
