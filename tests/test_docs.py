@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["README.md", "docs/tutorial.md", "docs/guides/testing.md"]
+FILES = ["README.md", "docs/tutorial.md", "docs/guides/testing.md", "docs/guides/server.md"]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
@@ -37,6 +37,8 @@ def blocks() -> list[pytest.param]:  # type: ignore[valid-type]
 def test_example_runs(code: str, tmp_path: Path) -> None:
     if "hyperqueue_sqlite" in code:
         pytest.importorskip("aiosqlite", reason="needs the sqlite extra")
+    if "hyperqueue_litestar" in code:
+        pytest.importorskip("litestar", reason="needs the server extra")
     script = tmp_path / "example.py"
     script.write_text(code)
     done = subprocess.run(
