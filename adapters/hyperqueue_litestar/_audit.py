@@ -16,7 +16,6 @@ file opened and migrated as ``SQLiteStorage`` opens it).
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -34,7 +33,7 @@ from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Guard, Message, Receive, Scope, Send
 
 import hyperqueue as hq
-from hyperqueue import StorageError
+from hyperqueue_sqlite._thread_db import ThreadConnection
 
 from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of, route_of
 
@@ -109,52 +108,17 @@ class SQLiteAuditSink:
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = anyio.CapacityLimiter(1)
+        self._db = ThreadConnection(self.path, what="SQLite audit sink", busy_timeout=busy_timeout)
 
     async def __aenter__(self) -> SQLiteAuditSink:
-        from hyperqueue_sqlite._open import check_path
-
-        check_path(self.path)
-        self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        await self._db.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
-
-    def _connect(self) -> sqlite3.Connection:
-        from hyperqueue_sqlite._open import prepare, storage_error
-
-        try:
-            conn = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as exc:
-            raise storage_error(self.path, exc, "opening") from exc
-        try:
-            prepare(conn, self.path, "NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        await self._db.aclose()
 
     async def _call(self, doing: str, sql: str, params: tuple[object, ...]) -> list[Any]:
-        from hyperqueue_sqlite._open import storage_error
-
-        conn = self._conn
-        if conn is None:
-            raise StorageError(f"SQLite audit sink {str(self.path)!r} is not open")
-
-        def run() -> list[Any]:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise storage_error(self.path, exc, doing) from exc
-
-        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+        return await self._db.call(doing, sql, params)
 
     async def write(self, record: AuditRecord) -> int:
         rows = await self._call(

@@ -4,25 +4,17 @@ A plain store of documents (JSON text) that only grows: validation, diff, export
 rollback live with the schema in ``hyperqueue_litestar._config.ConfigHistory``, which
 takes this store, so the storage adapter knows nothing of the server's settings.
 
-Why ``sqlite3`` in a worker thread rather than aiosqlite: configuration changes are
-rare and small, one connection serialised by a capacity limiter of one is enough, and
-going through ``anyio.to_thread`` keeps the store usable on trio as well as asyncio.
-The file is opened (checked, switched to WAL, migrated) exactly as ``SQLiteStorage``
-opens it, so either may create it and both may use it at once.
+It uses one ``sqlite3`` connection in a worker thread (:mod:`._thread_db`), usable on
+trio as well as asyncio, opened exactly as ``SQLiteStorage`` opens the file.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-import anyio
-
-from hyperqueue import StorageError
-
-from ._open import check_path, prepare, storage_error
+from ._thread_db import ThreadConnection
 
 __all__ = ["ConfigStore"]
 
@@ -42,8 +34,9 @@ class ConfigStore:
             raise ValueError("busy_timeout must be between 0 and 600 seconds")
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
-        self._limiter = anyio.CapacityLimiter(1)
+        self._db = ThreadConnection(
+            self.path, what="SQLite config store", busy_timeout=busy_timeout
+        )
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -58,46 +51,13 @@ class ConfigStore:
         await self.aclose()
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
-        check_path(self.path)
-        self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
-
-    def _connect(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise storage_error(self.path, exc, "opening") from exc
-        try:
-            prepare(conn, self.path, "NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        await self._db.open()
 
     async def aclose(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
+        await self._db.aclose()
 
     async def _call(self, doing: str, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
-        conn = self._conn
-        if conn is None:
-            raise StorageError(f"SQLite config store {str(self.path)!r} is not open")
-
-        def run() -> list[Row]:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise storage_error(self.path, exc, doing) from exc
-
-        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+        return await self._db.call(doing, sql, params)
 
     async def append(
         self, *, created_at: float, author: str | None, comment: str | None, document: str
