@@ -4,7 +4,8 @@ Errors: everything raised on purpose derives from :class:`HyperqueueError`:
 :class:`JobNotFound`, :class:`UnknownTask`, :class:`ArgumentError` (arguments that do
 not match a task's signature), :class:`OptionError` (an enqueue option that cannot
 work), :class:`InvalidTransition` (cancel a finished job, retry a pending one),
-:class:`JobTimeout` and :class:`StorageError`.
+:class:`JobTimeout`, :class:`QuotaExceeded` (a tenant's ``max_queued``) and
+:class:`StorageError`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._errors import (
     JobNotFound,
     JobTimeout,
     OptionError,
+    QuotaExceeded,
     StorageError,
     UnknownTask,
 )
@@ -49,14 +51,25 @@ from ._events import (
 )
 from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
 from ._memory import MemoryStorage
-from ._models import Job, JobStatus, Outcome, Page, Priority, QueueStats
+from ._models import (
+    Enqueued,
+    Job,
+    JobStatus,
+    Outcome,
+    Page,
+    Priority,
+    QueueStats,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+)
 from ._modes import Mode, ModeChanged, ModeController, ModeRefused, ModeState, Operation
 from ._queue import Queue
 from ._ratelimit import RateLimiter, RateLimitExceeded, RateLimitResult
 from ._retry import Attempt, Retry, retry
 from ._run import run_worker
 from ._services import Service, ServiceStats, Supervisor
-from ._task import Submission, Task, TaskCall
+from ._task import JobOptions, Submission, Task, TaskCall
 from ._worker import Worker, WorkerStats, current_job, report_progress
 
 __version__ = "0.1.0"
@@ -76,6 +89,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "Clock",
+    "Enqueued",
     "Event",
     "EventBus",
     "EventBusStats",
@@ -94,6 +108,7 @@ __all__ = [
     "JobEvent",
     "JobFailed",
     "JobNotFound",
+    "JobOptions",
     "JobProgress",
     "JobRescued",
     "JobRetrying",
@@ -114,6 +129,7 @@ __all__ = [
     "Priority",
     "Queue",
     "QueueStats",
+    "QuotaExceeded",
     "RateLimitExceeded",
     "RateLimitResult",
     "RateLimiter",
@@ -121,14 +137,17 @@ __all__ = [
     "Service",
     "ServiceStats",
     "StorageError",
+    "StoredEvent",
     "Submission",
     "SubscriberStats",
     "Supervisor",
     "SystemClock",
     "Task",
+    "TaskBacklog",
     "TaskCall",
     "UnknownTask",
     "Worker",
+    "WorkerInfo",
     "WorkerStats",
     "cached",
     "current_job",

@@ -376,9 +376,22 @@ class CircuitBreaker:
         else:
             self._succeeded(gen, self._clock.now() if self._needs_now else 0.0)
 
-    def record_failure(self) -> None:
-        """Record that a call allowed by :meth:`allow` failed."""
+    def record_failure(self, exc: BaseException | None = None) -> None:
+        """Record that a call allowed by :meth:`allow` failed (with ``exc``: an
+        exception the breaker is told to ``ignore`` gives the permission back instead)."""
+        if exc is not None and isinstance(exc, self._ignore):
+            self._ignore_outcome(self._gen)
+            return
         self._failed(self._gen, self._clock.now() if self._needs_now else 0.0)
+
+    def refused_until(self) -> float:
+        """When a call refused now may ask again: the end of the open period, or, while
+        half-open trials are out, a tenth of ``open_for`` from now (at least 50 ms), by
+        which time a trial has usually told whether the breaker closes."""
+        now = self._clock.now()
+        if self._state is _OPEN and now < self._retry_at:
+            return self._retry_at
+        return now + max(self._open_for / 10, 0.05)
 
     def release(self) -> None:
         """Give back a permission from :meth:`allow` whose call said nothing (cancelled)."""
@@ -511,8 +524,9 @@ class CircuitBreaker:
         now = self._clock.now()
         if self._state is _OPEN:
             return CircuitOpenError(self.name, self._retry_at, self._retry_at - now)
-        # half-open with every trial slot taken: it may close as soon as they succeed
-        return CircuitOpenError(self.name, now, 0.0)
+        # half-open with every trial slot taken: ask again once a trial has had time
+        retry_at = self.refused_until()
+        return CircuitOpenError(self.name, retry_at, retry_at - now)
 
     def _returned(self, gen: int, start: float) -> None:
         """A call let through in generation ``gen`` returned normally."""

@@ -16,6 +16,7 @@ __all__ = [
     "JobNotFound",
     "JobTimeout",
     "OptionError",
+    "QuotaExceeded",
     "StorageError",
     "UnknownTask",
 ]
@@ -95,3 +96,19 @@ class CircuitOpenError(HyperqueueError):
         self.name = name
         self.retry_at = retry_at
         self.retry_after = max(retry_after, 0.0)
+
+
+class QuotaExceeded(HyperqueueError):
+    """A tenant's quota refused a submission: storing it would pass ``max_queued``.
+
+    ``tenant`` is the tenant, ``limit`` its cap, ``queued`` how many of its jobs wait.
+    Nothing of the refused call was stored.
+    """
+
+    def __init__(self, tenant: str, limit: int, queued: int) -> None:
+        super().__init__(
+            f"tenant {tenant!r} has {queued} jobs waiting; its quota is {limit} (max_queued)"
+        )
+        self.tenant = tenant
+        self.limit = limit
+        self.queued = queued

@@ -33,7 +33,7 @@ import msgspec
 from anyio.abc import ObjectReceiveStream, TaskGroup
 
 from ._clock import Clock, SystemClock
-from ._models import Job
+from ._models import Job, StoredEvent
 
 __all__ = [
     "Event",
@@ -51,6 +51,7 @@ __all__ = [
     "JobRetrying",
     "JobStarted",
     "SubscriberStats",
+    "job_event",
 ]
 
 _logger = logging.getLogger("hyperqueue.events")
@@ -107,6 +108,27 @@ class JobDeferred(JobEvent, frozen=True, kw_only=True, tag="job.deferred"):
 
 class JobRescued(JobEvent, frozen=True, kw_only=True, tag="job.rescued"):
     """A worker lost the job's lease (crash, hang); it is pending again or failed."""
+
+
+_JOB_EVENTS: dict[str, type[JobEvent]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (
+        JobEnqueued,
+        JobStarted,
+        JobProgress,
+        JobCompleted,
+        JobRetrying,
+        JobFailed,
+        JobCancelled,
+        JobDeferred,
+        JobRescued,
+    )
+}
+
+
+def job_event(stored: StoredEvent) -> JobEvent:
+    """The typed event of one entry of a storage's event log."""
+    return _JOB_EVENTS[stored.type](at=stored.at, job=stored.job)
 
 
 class SubscriberStats(msgspec.Struct, frozen=True, kw_only=True):
@@ -532,6 +554,11 @@ class EventBus:
         return ((seq, event) for seq, event in tuple(self._history) if seq > after)
 
     # -- figures -------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the bus's async subscribers run (it was entered with ``async with``)."""
+        return self._tg is not None
 
     def stats(self) -> EventBusStats:
         """A snapshot of the bus's figures."""

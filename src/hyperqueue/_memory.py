@@ -12,15 +12,26 @@ number of its live entry tells the two apart.
 from __future__ import annotations
 
 import heapq
+import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
 from msgspec.structs import replace
 
-from ._errors import InvalidTransition, JobNotFound
-from ._models import _RANK, Job, JobStatus, Outcome, Page
+from . import transitions as move
+from ._errors import InvalidTransition, JobNotFound, QuotaExceeded
+from ._models import (
+    _RANK,
+    Job,
+    JobStatus,
+    Outcome,
+    Page,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+)
 
 __all__ = ["MemoryStorage"]
 
@@ -83,6 +94,16 @@ class _Lanes:
                 return lane.popleft()
         return heapq.heappop(ready)[1:]
 
+    def ids(self) -> Iterable[str]:
+        """Every job id with an entry (stale ones included: callers check status)."""
+        for lane in self.fifo:
+            for entry in lane:
+                yield entry[2]
+        for item in self.ready:
+            yield item[3]
+        for later in self.delayed:
+            yield later[3]
+
     def earliest(self) -> float | None:
         """The earliest run_at of a pending job (any due job counts as due now)."""
         due = self.head()
@@ -115,12 +136,21 @@ class MemoryStorage:
     """Keeps every job in this process; nothing survives a restart.
 
     Shared by several :class:`~hyperqueue.Queue` objects in one process, it behaves like
-    any other backend: workers of one queue wake when another enqueues.
+    any other backend: workers of one queue wake when another enqueues. Its event log
+    keeps the last ``event_history`` entries (100,000 by default).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, event_history: int = 100_000) -> None:
+        if event_history < 1:
+            raise ValueError("event_history must be at least 1")
+        self.origin = secrets.token_hex(8)
         self._jobs: dict[str, Job] = {}
-        self._lanes: dict[str, _Lanes] = {}
+        # pending jobs by (queue, task): a claim looks only at the tasks it can run
+        self._lanes: dict[tuple[str, str], _Lanes] = {}
+        self._log: deque[tuple[int, str, float, Job]] = deque(maxlen=event_history)
+        self._event_id = 0
+        self._tenants: dict[str, list[int]] = {}  # tenant -> [pending, running]
+        self._workers: dict[str, WorkerInfo] = {}
         self._stale: dict[str, int] = {}
         self._live_seq: dict[str, int] = {}  # only for jobs that also have stale entries
         self._running: dict[str, None] = {}
@@ -143,18 +173,38 @@ class MemoryStorage:
 
     # -- bookkeeping -----------------------------------------------------------------
 
-    def _count(self, queue: str, old: JobStatus | None, new: JobStatus) -> None:
-        counts = self._counts.get(queue)
+    def _count(self, job: Job, old: JobStatus | None, new: JobStatus) -> None:
+        counts = self._counts.get(job.queue)
         if counts is None:
-            counts = self._counts[queue] = dict.fromkeys(JobStatus, 0)
+            counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
         if old is not None:
             counts[old] -= 1
         counts[new] += 1
+        if job.tenant is not None:
+            self._count_tenant(job.tenant, old, new)
+
+    def _count_tenant(self, tenant: str, old: JobStatus | None, new: JobStatus) -> None:
+        figures = self._tenants.get(tenant)
+        if figures is None:
+            figures = self._tenants[tenant] = [0, 0]
+        if old is _PENDING:
+            figures[0] -= 1
+        elif old is _RUNNING:
+            figures[1] -= 1
+        if new is _PENDING:
+            figures[0] += 1
+        elif new is _RUNNING:
+            figures[1] += 1
+
+    def _log_event(self, kind: str, at: float, job: Job) -> None:
+        self._event_id = event_id = self._event_id + 1
+        self._log.append((event_id, kind, at, job))
 
     def _push(self, job: Job, now: float) -> None:
-        lanes = self._lanes.get(job.queue)
+        lane_key = (job.queue, job.task)
+        lanes = self._lanes.get(lane_key)
         if lanes is None:
-            lanes = self._lanes[job.queue] = _Lanes()
+            lanes = self._lanes[lane_key] = _Lanes()
         self._seq = seq = self._seq + 1
         if self._stale and job.id in self._stale:
             self._live_seq[job.id] = seq
@@ -192,10 +242,20 @@ class MemoryStorage:
 
     # -- writes ----------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
+    async def enqueue(
+        self,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        key_ttl: float | None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> list[Job]:
+        if max_queued:
+            self._check_quotas(jobs, max_queued)
         out: list[Job] = []
         if self._key_expiry:
             self._forget_expired_keys(now)
+        log = self._log
         for job in jobs:
             if job.key is not None:
                 scoped = (job.tenant, job.key)
@@ -216,11 +276,25 @@ class MemoryStorage:
             if counts is None:
                 counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
             counts[_PENDING] += 1
+            if job.tenant is not None:
+                self._count_tenant(job.tenant, None, _PENDING)
             self._push(job, now)
+            self._event_id = event_id = self._event_id + 1
+            log.append((event_id, "job.enqueued", now, job))
             out.append(job)
         if self._listeners:
             self._notify()
         return out
+
+    def _check_quotas(self, jobs: Sequence[Job], max_queued: Mapping[str, int]) -> None:
+        adding: dict[str, int] = {}
+        for job in jobs:
+            if job.tenant is not None and job.tenant in max_queued:
+                adding[job.tenant] = adding.get(job.tenant, 0) + 1
+        for tenant, n in adding.items():
+            queued = self._tenants.get(tenant, [0, 0])[0]
+            if queued + n > max_queued[tenant]:
+                raise QuotaExceeded(tenant, max_queued[tenant], queued)
 
     async def claim(
         self,
@@ -230,12 +304,14 @@ class MemoryStorage:
         now: float,
         lease: float,
         worker: str,
+        tasks: Sequence[str] | None = None,
+        max_running: Mapping[str, int] | None = None,
     ) -> list[Job]:
-        names: Iterable[str] = self._lanes if queues is None else queues
         candidates: list[_Lanes] = []
-        for name in names:
-            lanes = self._lanes.get(name)
-            if lanes is None:
+        for (queue_name, task_name), lanes in self._lanes.items():
+            if queues is not None and queue_name not in queues:
+                continue
+            if tasks is not None and task_name not in tasks:
                 continue
             if lanes.delayed and lanes.delayed[0][0] <= now:
                 lanes.promote(now)
@@ -247,7 +323,8 @@ class MemoryStorage:
         jobs = self._jobs
         running = self._running
         stale = self._stale
-        lease_until = now + lease
+        capped = self._tenants if max_running else None
+        held_back: list[tuple[_Lanes, Job, float, int]] = []
         best = candidates[0]
         while len(claimed) < limit:
             if len(candidates) > 1:
@@ -258,7 +335,7 @@ class MemoryStorage:
                 best = candidates[min(live)[1]]
             elif best.head() is None:
                 break
-            _, seq, job_id = best.pop()
+            run_at, seq, job_id = best.pop()
             job = jobs.get(job_id)
             if job is None:
                 continue
@@ -270,60 +347,76 @@ class MemoryStorage:
                     continue
             elif job.status is not _PENDING:
                 continue
-            job = replace(
-                job,
-                status=_RUNNING,
-                attempts=job.attempts + 1,
-                token=job.token + 1,
-                started_at=now,
-                lease_until=lease_until,
-                worker=worker,
-            )
+            tenant = job.tenant
+            if capped is not None and tenant is not None and max_running is not None:
+                cap = max_running.get(tenant)
+                if cap is not None and capped.get(tenant, [0, 0])[1] >= cap:
+                    held_back.append((best, job, run_at, seq))
+                    if stale and job_id in stale:
+                        self._live_seq[job_id] = seq  # its entry goes back in line
+                    continue
+            job = move.claimed(job, now=now, lease=lease, worker=worker)
             jobs[job.id] = job
             running[job.id] = None
             counts = self._counts[job.queue]
             counts[_PENDING] -= 1
             counts[_RUNNING] += 1
+            if tenant is not None:
+                self._count_tenant(tenant, _PENDING, _RUNNING)
             claimed.append(job)
+        for lanes, job, run_at, seq in held_back:  # over its tenant's cap: stays first in line
+            lanes.push_due(_RANK[job.priority], run_at, seq, job.id)
         return claimed
+
+    async def mark_started(self, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
+        out: list[bool] = []
+        jobs = self._jobs
+        for job_id, token, at in starts:
+            job = jobs.get(job_id)
+            if job is None or job.status is not _RUNNING or job.token != token:
+                out.append(False)
+                continue
+            jobs[job_id] = job = move.started(job, at)
+            self._log_event("job.started", at, job)
+            out.append(True)
+        return out
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
         out: list[Job | None] = []
         wake = False
         jobs = self._jobs
+        log = self._log
         for outcome in outcomes:
             job = jobs.get(outcome.id)
             if job is None or job.status is not _RUNNING or job.token != outcome.token:
                 out.append(None)
                 continue
-            status = outcome.status
-            if status is _PENDING:
-                job = replace(
-                    job,
-                    status=_PENDING,
-                    attempts=job.attempts - 1 if outcome.released else job.attempts,
-                    run_at=now if outcome.run_at is None else outcome.run_at,
-                    error=outcome.error if outcome.error is not None else job.error,
-                    traceback=outcome.traceback if outcome.traceback is not None else job.traceback,
-                    lease_until=None,
+            if outcome.started_at is not None:
+                self._event_id = event_id = self._event_id + 1
+                log.append(
+                    (
+                        event_id,
+                        "job.started",
+                        outcome.started_at,
+                        move.started(job, outcome.started_at),
+                    )
                 )
+            job = move.finished(job, outcome, now=now)
+            status = job.status
+            if status is _PENDING:
                 self._push(job, now)
                 wake = True
-            else:
-                job = replace(
-                    job,
-                    status=status,
-                    result=outcome.result,
-                    error=outcome.error,
-                    traceback=outcome.traceback,
-                    finished_at=now,
-                    lease_until=None,
-                )
             jobs[job.id] = job
             del self._running[job.id]
             counts = self._counts[job.queue]
             counts[_RUNNING] -= 1
             counts[status] += 1
+            if job.tenant is not None:
+                self._count_tenant(job.tenant, _RUNNING, status)
+            kind = move.outcome_event(outcome)
+            if kind is not None:
+                self._event_id = event_id = self._event_id + 1
+                log.append((event_id, kind, now, job))
             out.append(job)
         if wake and self._listeners:
             self._notify()
@@ -349,15 +442,13 @@ class MemoryStorage:
             job = self._jobs[job_id]
             if job.lease_until is None or job.lease_until > now:
                 continue
-            message = f"lease expired on worker {job.worker!r}"
-            if job.attempts >= job.max_attempts:
-                job = replace(job, status=_FAILED, error=message, finished_at=now, lease_until=None)
-            else:
-                job = replace(job, status=_PENDING, run_at=now, error=message, lease_until=None)
+            job = move.rescued(job, now=now)
+            if job.status is _PENDING:
                 self._push(job, now)
             self._jobs[job_id] = job
             del self._running[job_id]
-            self._count(job.queue, _RUNNING, job.status)
+            self._count(job, _RUNNING, job.status)
+            self._log_event("job.rescued", now, job)
             rescued.append(job)
         if rescued and self._listeners:
             self._notify()
@@ -381,9 +472,10 @@ class MemoryStorage:
         else:
             raise InvalidTransition(job_id, job.status, "cancel")
         old = job.status
-        job = replace(job, status=_CANCELLED, finished_at=now, lease_until=None)
+        job = move.cancelled(job, now=now)
         self._jobs[job_id] = job
-        self._count(job.queue, old, _CANCELLED)
+        self._count(job, old, _CANCELLED)
+        self._log_event("job.cancelled", now, job)
         return job
 
     async def retry(self, job_id: str, *, now: float) -> Job:
@@ -391,32 +483,35 @@ class MemoryStorage:
         if job.status is not _FAILED and job.status is not _CANCELLED:
             raise InvalidTransition(job_id, job.status, "retry")
         old = job.status
-        job = replace(
-            job,
-            status=_PENDING,
-            attempts=0,
-            run_at=now,
-            result=None,
-            error=None,
-            traceback=None,
-            progress=None,
-            started_at=None,
-            finished_at=None,
-            lease_until=None,
-        )
+        job = move.retried(job, now=now)
         self._jobs[job_id] = job
-        self._count(job.queue, old, _PENDING)
+        self._count(job, old, _PENDING)
         self._push(job, now)
+        self._log_event("job.enqueued", now, job)
         if self._listeners:
             self._notify()
         return job
 
-    async def set_progress(self, job_id: str, token: int, progress: object) -> bool:
+    async def set_progress(
+        self, job_id: str, token: int, progress: object, *, now: float = 0.0
+    ) -> bool:
         job = self._jobs.get(job_id)
         if job is None or job.status is not _RUNNING or job.token != token:
             return False
-        self._jobs[job_id] = replace(job, progress=progress)
+        self._jobs[job_id] = job = replace(job, progress=progress)
+        self._log_event("job.progress", now, job)
         return True
+
+    # -- workers -----------------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        self._workers[info.name] = info
+
+    async def unregister_worker(self, name: str) -> None:
+        self._workers.pop(name, None)
+
+    async def workers(self, *, now: float) -> list[WorkerInfo]:
+        return [info for info in self._workers.values() if info.expires_at > now]
 
     # -- reads -----------------------------------------------------------------------
 
@@ -442,7 +537,7 @@ class MemoryStorage:
                 and (tenant is None or job.tenant == tenant)
             )
 
-        if status is _RUNNING:  # few: look at them only (a tenant's cap asks this per job)
+        if status is _RUNNING:  # few: look at them only
             candidates: Iterable[Job] = (self._jobs[job_id] for job_id in self._running)
         else:
             candidates = self._jobs.values()
@@ -454,15 +549,56 @@ class MemoryStorage:
     async def counts(self) -> dict[str, dict[JobStatus, int]]:
         return {name: dict(counts) for name, counts in self._counts.items()}
 
-    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        names: Iterable[str] = self._lanes if queues is None else queues
+    async def backlog(self) -> list[TaskBacklog]:
+        out: list[TaskBacklog] = []
+        for (queue_name, task_name), lanes in self._lanes.items():
+            pending = [
+                job
+                for job_id in lanes.ids()
+                if (job := self._jobs.get(job_id)) is not None and job.status is _PENDING
+            ]
+            unique = {job.id: job for job in pending}
+            if unique:
+                out.append(
+                    TaskBacklog(
+                        queue=queue_name,
+                        task=task_name,
+                        pending=len(unique),
+                        oldest_run_at=min(job.run_at for job in unique.values()),
+                    )
+                )
+        return out
+
+    async def next_run_at(
+        self, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
         earliest: float | None = None
-        for name in names:
-            lanes = self._lanes.get(name)
-            when = None if lanes is None else lanes.earliest()
+        for (queue_name, task_name), lanes in self._lanes.items():
+            if queues is not None and queue_name not in queues:
+                continue
+            if tasks is not None and task_name not in tasks:
+                continue
+            when = lanes.earliest()
             if when is not None and (earliest is None or when < earliest):
                 earliest = when
         return earliest
+
+    async def read_events(self, *, after: int, limit: int = 1000) -> list[StoredEvent]:
+        log = self._log
+        if not log or after >= self._event_id:
+            return []
+        first = log[0][0]
+        start = max(after + 1 - first, 0)
+        origin = self.origin
+        return [
+            StoredEvent(id=event_id, type=kind, at=at, job=job, origin=origin)
+            for event_id, kind, at, job in (
+                log[i] for i in range(start, min(start + limit, len(log)))
+            )
+        ]
+
+    async def last_event_id(self) -> int:
+        return self._event_id
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[_Listener]:

@@ -11,7 +11,18 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Job", "JobStatus", "Outcome", "Page", "Priority", "QueueStats"]
+__all__ = [
+    "Enqueued",
+    "Job",
+    "JobStatus",
+    "Outcome",
+    "Page",
+    "Priority",
+    "QueueStats",
+    "StoredEvent",
+    "TaskBacklog",
+    "WorkerInfo",
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -55,6 +66,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     single source of truth. Times are seconds since the epoch on the queue's clock.
     ``token`` is the fencing token: it grows on every claim, and storage accepts a
     finish or a lease extension only with the token of the current claim.
+    ``started_at`` is when the task function was last called (not when the job was
+    claimed). ``rescues`` counts the times the job lost its worker (an expired lease:
+    crash, ``kill -9``, a frozen process); a lost worker spends no attempt, and the
+    ``max_rescues``-th loss fails the job, so a job that kills its worker cannot loop.
     """
 
     id: str
@@ -80,6 +95,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     token: int = 0
     lease_until: float | None = None
     worker: str | None = None
+    rescues: int = 0
+    max_rescues: int = 3
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -87,7 +104,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     ``status`` is completed, failed or cancelled for a final outcome, or pending for a job
     that goes back to wait: a retry scheduled at ``run_at``, or with ``released`` a job
-    handed back during shutdown, whose attempt is not counted.
+    handed back during shutdown, whose attempt is not counted. ``started_at`` is when
+    the task function was called, when the worker has not stored it yet.
     """
 
     id: str
@@ -98,6 +116,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     traceback: str | None = None
     run_at: float | None = None
     released: bool = False
+    started_at: float | None = None
 
 
 class Page(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,7 +127,11 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Counts of jobs by status in one named queue."""
+    """Counts of jobs by status in one named queue.
+
+    ``unserved`` counts the pending jobs whose task no live worker on the storage has
+    registered: they wait (never fail) until a worker that knows the task starts.
+    """
 
     queue: str
     pending: int = 0
@@ -116,7 +139,60 @@ class QueueStats(msgspec.Struct, frozen=True, kw_only=True):
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    unserved: int = 0
 
     @property
     def total(self) -> int:
         return self.pending + self.running + self.completed + self.failed + self.cancelled
+
+
+class Enqueued(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One result of :meth:`Queue.enqueue_many`: the stored job, and whether this call
+    created it (``False``: its idempotency key had been seen, and ``job`` is the job
+    that key created)."""
+
+    job: Job
+    created: bool
+
+
+class StoredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One entry of a storage's event log: a job transition, as any process reads it.
+
+    ``id`` only grows across every process and host on the storage, so a reader
+    resumes after the last id it saw with no gap and no duplicate. ``type`` is the
+    event tag (``job.completed``), ``job`` the job after the change, ``origin`` the
+    :attr:`~hyperqueue.abc.Storage.origin` of the storage object that wrote it.
+    """
+
+    id: int
+    type: str
+    at: float
+    job: Job
+    origin: str = ""
+
+
+class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker pool as the storage knows it, so every process sees who serves what.
+
+    ``tasks`` are the task names it claims; ``queues`` ``None`` means every queue.
+    It counts as alive until ``expires_at`` (renewed by its heartbeat).
+    """
+
+    name: str
+    host: str
+    pid: int
+    tasks: tuple[str, ...]
+    queues: tuple[str, ...] | None = None
+    concurrency: int = 1
+    started_at: float = 0.0
+    seen_at: float = 0.0
+    expires_at: float = 0.0
+
+
+class TaskBacklog(msgspec.Struct, frozen=True, kw_only=True):
+    """Pending jobs of one task in one queue, and the earliest ``run_at`` among them."""
+
+    queue: str
+    task: str
+    pending: int
+    oldest_run_at: float | None = None

@@ -8,22 +8,43 @@ to this process: the registered tasks, its workers, and events to wake local wai
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import base64
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
+import msgspec
 
 from ._breaker import BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
-from ._errors import JobNotFound, JobTimeout, OptionError, UnknownTask
-from ._events import EventBus, JobCancelled, JobEnqueued
+from ._errors import JobNotFound, JobTimeout, OptionError, StorageError, UnknownTask
+from ._events import EventBus, JobCancelled, JobEnqueued, job_event
 from ._ids import IdFactory
 from ._memory import MemoryStorage
-from ._models import Job, JobStatus, Page, Priority, QueueStats
+from ._models import (
+    Enqueued,
+    Job,
+    JobStatus,
+    Page,
+    Priority,
+    QueueStats,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+)
 from ._ratelimit import RateLimiter
 from ._retry import Retry
-from ._task import Submission, Task
+from ._task import JobOptions, Submission, Task
 from .abc import Storage
 
 __all__ = ["Queue"]
@@ -44,6 +65,46 @@ def _seconds(option: str, value: float | None, *, positive: bool = False) -> flo
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         raise OptionError(option, f"must be a finite number {'>' if positive else '>='} 0")
     return float(value)
+
+
+T = TypeVar("T")
+
+
+class _Filters(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    status: str | None = None
+    queue: str | None = None
+    task: str | None = None
+    tenant: str | None = None
+
+
+class _Cursor(msgspec.Struct, frozen=True, array_like=True):
+    after: str
+    filters: _Filters
+
+
+_cursor_encode = msgspec.json.Encoder().encode
+_cursor_decode = msgspec.json.Decoder(_Cursor).decode
+
+
+def _write_cursor(after: str, filters: _Filters) -> str:
+    return base64.urlsafe_b64encode(_cursor_encode(_Cursor(after, filters))).decode().rstrip("=")
+
+
+def _read_cursor(cursor: str) -> tuple[str, _Filters]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        decoded = _cursor_decode(raw)
+    except (ValueError, msgspec.DecodeError):
+        raise OptionError("cursor", "not a cursor this listing gave out") from None
+    return decoded.after, decoded.filters
+
+
+async def _quietly(call: Coroutine[Any, Any, T], fallback: T) -> T:
+    """A read whose failure (a storage briefly unavailable) waits for the next round."""
+    try:
+        return await call
+    except StorageError:
+        return fallback
 
 
 def _priority(value: Priority | str | None, default: Priority) -> Priority:
@@ -75,6 +136,8 @@ class Queue:
         key_ttl: float | None = _DEFAULT_KEY_TTL,
         breakers: BreakerRegistry | None = None,
         tenant_limits: Mapping[str, int] | None = None,
+        tenant_quotas: Mapping[str, int] | None = None,
+        relay_interval: float = 0.05,
     ) -> None:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -82,8 +145,15 @@ class Queue:
         self.key_ttl = key_ttl
         self.tenant_limits: dict[str, int] = dict(tenant_limits or {})
         """Most jobs of a tenant that may run at once, across every worker on this
-        storage; a job over its tenant's cap is deferred (not an attempt) and tried
-        again after 0.5 s. Change it while running by assigning a new dict."""
+        storage: the storage claims no job of a tenant at its cap. Change it while
+        running by assigning a new dict."""
+        self.tenant_quotas: dict[str, int] = dict(tenant_quotas or {})
+        """Most pending jobs of a tenant: an enqueue past it raises
+        :class:`QuotaExceeded` and stores nothing."""
+        if not relay_interval > 0:
+            raise ValueError("relay_interval must be > 0 seconds")
+        self.relay_interval = relay_interval
+        self.templates: dict[str, JobOptions] = {}
         self.breakers = (
             breakers
             if breakers is not None
@@ -92,9 +162,10 @@ class Queue:
         self.tasks: dict[str, Task[Any, Any]] = {}
         self._new_id = IdFactory()
         self._opened = False
-        self._owns_bus = False
-        self._waiters: dict[str, anyio.Event] = {}
-        self._workers: list[Any] = []
+        self._waiters: dict[str, list[Any]] = {}  # job id -> [event, number of waiters]
+        self._workers: list[Worker] = []
+        self._relay_scope: anyio.CancelScope | None = None
+        self._stack: AsyncExitStack | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -109,11 +180,16 @@ class Queue:
             await self.storage.aclose()
 
     async def __aenter__(self) -> Queue:
-        """Open the storage, and run the event bus's async subscribers if nobody does."""
+        """Open the storage, run the event bus's async subscribers if nobody does, and
+        relay other processes' job events from the storage's log to the bus."""
         await self.open()
-        if self.events._tg is None:
-            await self.events.__aenter__()
-            self._owns_bus = True
+        async with AsyncExitStack() as stack:
+            if not self.events.running:
+                await stack.enter_async_context(self.events)
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            tg.start_soon(self._relay, name="hyperqueue event relay")
+            self._stack = stack.pop_all()
         return self
 
     async def __aexit__(
@@ -122,10 +198,10 @@ class Queue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        stack, self._stack = self._stack, None
         try:
-            if self._owns_bus:  # its task group must close in this scope, not a nested one
-                self._owns_bus = False
-                await self.events.__aexit__(None, None, None)
+            if stack is not None:  # its task groups must close in this scope
+                await stack.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self.aclose()
@@ -148,6 +224,7 @@ class Queue:
         breaker: str | CircuitBreaker | None = None,
         rate_limit: str | RateLimiter | None = None,
         rate_limit_key: Callable[..., str] | None = None,
+        max_rescues: int = 3,
     ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]: ...
 
     def task(
@@ -163,6 +240,7 @@ class Queue:
         breaker: str | CircuitBreaker | None = None,
         rate_limit: str | RateLimiter | None = None,
         rate_limit_key: Callable[..., str] | None = None,
+        max_rescues: int = 3,
     ) -> Task[P, R] | Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
         """Register an async function as a task, bare (``@queue.task``) or with options.
 
@@ -172,8 +250,11 @@ class Queue:
         ``rate_limit`` (``"10/second"``, or a :class:`RateLimiter`) caps how often jobs
         of the task start, in this process; ``rate_limit_key(*args, **kwargs)`` makes
         the limit per key (per customer, say). Jobs over the limit are deferred until it
-        lets them through, not failed.
+        lets them through, not failed. ``max_rescues`` (3): a job that loses its worker
+        (crash, ``kill -9``, a frozen process) runs again without spending an attempt,
+        and fails the ``max_rescues``-th time, so a job that kills its worker stops.
         """
+        self._check_counts(JobOptions(max_rescues=max_rescues))
 
         def register(fn: Callable[P, Awaitable[R]]) -> Task[P, R]:
             if not callable(fn):
@@ -196,6 +277,7 @@ class Queue:
                 if isinstance(rate_limit, str)
                 else rate_limit,
                 limit_key=rate_limit_key,
+                max_rescues=max_rescues,
             )
             self.tasks[task_name] = task
             return task
@@ -208,7 +290,68 @@ class Queue:
             raise UnknownTask(name, tuple(self.tasks))
         return task
 
+    # -- templates -------------------------------------------------------------------
+
+    def template(
+        self,
+        name: str,
+        *,
+        queue: str | None = None,
+        priority: Priority | str | None = None,
+        delay: float | None = None,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+        max_attempts: int | None = None,
+        max_rescues: int | None = None,
+        tenant: str | None = None,
+    ) -> JobOptions:
+        """Define named defaults a submission can refer to (``template="nightly"``).
+
+        A template's options come before the task's defaults and after the options of
+        the enqueue itself. ``retry`` sets the attempts (its backoff is the task's, or
+        the default one when the task has no policy). Defining a name again replaces it.
+        """
+        if not isinstance(name, str) or not name:
+            raise OptionError("template", "a template needs a non-empty name")
+        options = JobOptions(
+            queue=queue,
+            priority=_priority(priority, None),  # type: ignore[arg-type]
+            delay=_seconds("delay", delay),
+            timeout=_seconds("timeout", timeout, positive=True),
+            max_attempts=max_attempts
+            if max_attempts is not None
+            else (retry.attempts if retry is not None else None),
+            max_rescues=max_rescues,
+            tenant=tenant,
+        )
+        self._check_counts(options)
+        self.templates[name] = options
+        return options
+
+    def _with_template(self, options: JobOptions) -> JobOptions:
+        name = options.template
+        if name is None:
+            return options
+        template = self.templates.get(name)
+        if template is None:
+            known = ", ".join(sorted(self.templates)) or "none are defined"
+            raise OptionError("template", f"unknown template {name!r}; known: {known}")
+        return options.merged(template)
+
     # -- enqueue ---------------------------------------------------------------------
+
+    @staticmethod
+    def _check_counts(options: JobOptions) -> None:
+        for option, value, low in (
+            ("max_attempts", options.max_attempts, 1),
+            ("max_rescues", options.max_rescues, 1),
+        ):
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not low <= value <= _MAX_ATTEMPTS
+            ):
+                raise OptionError(option, f"must be a whole number from {low} to {_MAX_ATTEMPTS:,}")
 
     def _build(
         self,
@@ -216,17 +359,11 @@ class Queue:
         args: Sequence[Any],
         kwargs: dict[str, Any],
         now: float,
-        *,
-        queue: str | None = None,
-        priority: Priority | str | None = None,
-        delay: float | None = None,
-        run_at: float | None = None,
-        key: str | None = None,
-        tenant: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
+        options: JobOptions,
     ) -> Job:
         stored_args, stored_kwargs = task.signature.check(args, kwargs)
+        options = self._with_template(options)
+        delay, run_at = options.delay, options.run_at
         when = now
         if delay is not None:
             if run_at is not None:
@@ -238,24 +375,24 @@ class Queue:
             if not math.isfinite(run_at):
                 raise OptionError("run_at", "must be finite")
             when = max(float(run_at), now)
-        if max_attempts is not None and (
-            isinstance(max_attempts, bool)
-            or not isinstance(max_attempts, int)
-            or not 1 <= max_attempts <= _MAX_ATTEMPTS
-        ):
-            raise OptionError("max_attempts", f"must be a whole number from 1 to {_MAX_ATTEMPTS:,}")
+        self._check_counts(options)
+        key, queue, tenant = options.key, options.queue, options.tenant
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= _MAX_KEY_LENGTH):
             raise OptionError("key", f"must be a string of 1 to {_MAX_KEY_LENGTH} characters")
         if queue is not None and (not isinstance(queue, str) or not queue):
             raise OptionError("queue", "must be a non-empty string")
+        if tenant is not None and (not isinstance(tenant, str) or not tenant):
+            raise OptionError("tenant", "must be a non-empty string")
+        timeout = options.timeout
         return Job(
             id=self._new_id(now),
             task=task.name,
             queue=queue or task.queue,
-            priority=_priority(priority, task.priority),
+            priority=_priority(options.priority, task.priority),
             args=stored_args,
             kwargs=stored_kwargs,
-            max_attempts=max_attempts or task.max_attempts,
+            max_attempts=options.max_attempts or task.max_attempts,
+            max_rescues=options.max_rescues or task.max_rescues,
             key=key,
             tenant=tenant,
             timeout=task.timeout
@@ -265,27 +402,31 @@ class Queue:
             run_at=when,
         )
 
-    async def _store(self, jobs: list[Job], now: float) -> list[Job]:
+    async def _store(self, jobs: list[Job], now: float) -> list[Enqueued]:
         if not self._opened:
             await self.open()
-        stored = await self.storage.enqueue(jobs, now=now, key_ttl=self.key_ttl)
+        stored = await self.storage.enqueue(
+            jobs, now=now, key_ttl=self.key_ttl, max_queued=self.tenant_quotas or None
+        )
         events = self.events
-        if events.active:
-            for new, job in zip(jobs, stored, strict=True):
-                if new.id == job.id:
-                    events.publish(JobEnqueued(at=now, job=job))
-        return stored
+        out: list[Enqueued] = []
+        for new, job in zip(jobs, stored, strict=True):
+            created = new.id == job.id
+            if created and events.active:
+                events.publish(JobEnqueued(at=now, job=job))
+            out.append(Enqueued(job=job, created=created))
+        return out
 
     async def _enqueue_call(
         self,
         task: Task[Any, Any],
         args: Sequence[Any],
         kwargs: dict[str, Any],
-        **options: Any,
+        options: JobOptions | None = None,
     ) -> Job:
         now = self.clock.now()
-        if options:
-            job = self._build(task, args, kwargs, now, **options)
+        if options is not None:
+            job = self._build(task, args, kwargs, now, options)
         else:  # the common case, kept lean: the task's defaults, nothing to check
             stored_args, stored_kwargs = task.signature.check(args, kwargs)
             job = Job(
@@ -296,13 +437,16 @@ class Queue:
                 args=stored_args,
                 kwargs=stored_kwargs,
                 max_attempts=task.max_attempts,
+                max_rescues=task.max_rescues,
                 timeout=task.timeout,
                 created_at=now,
                 run_at=now,
             )
         if not self._opened:
             await self.open()
-        stored = await self.storage.enqueue((job,), now=now, key_ttl=self.key_ttl)
+        stored = await self.storage.enqueue(
+            (job,), now=now, key_ttl=self.key_ttl, max_queued=self.tenant_quotas or None
+        )
         if self.events.active and stored[0].id == job.id:  # not a key's earlier job
             self.events.publish(JobEnqueued(at=now, job=stored[0]))
         return stored[0]
@@ -321,11 +465,13 @@ class Queue:
         tenant: str | None = None,
         timeout: float | None = None,
         max_attempts: int | None = None,
+        max_rescues: int | None = None,
+        template: str | None = None,
     ) -> Job:
         """Enqueue a job by task name (as the HTTP API does) or by task object.
 
         Returns the stored job; when ``key`` was seen within ``key_ttl``, the job that
-        key first created (its id differs from a new one's).
+        key first created. :meth:`enqueue_many` also says which of the two it was.
         """
         submission = Submission(
             task=task if isinstance(task, str) else task.name,
@@ -339,30 +485,17 @@ class Queue:
             tenant=tenant,
             timeout=timeout,
             max_attempts=max_attempts,
+            max_rescues=max_rescues,
+            template=template,
         )
-        return (await self.enqueue_many((submission,)))[0]
+        return (await self.enqueue_many((submission,)))[0].job
 
-    async def enqueue_many(self, submissions: Iterable[Submission]) -> list[Job]:
+    async def enqueue_many(self, submissions: Iterable[Submission]) -> list[Enqueued]:
         """Enqueue many jobs in one storage round trip; all are checked before any is
-        stored, so one bad submission stores nothing."""
+        stored, so one bad submission stores nothing. Each result says whether it
+        created its job or found the one its idempotency key made earlier."""
         now = self.clock.now()
-        jobs = [
-            self._build(
-                self._task(s.task),
-                s.args,
-                s.kwargs,
-                now,
-                queue=s.queue,
-                priority=s.priority,
-                delay=s.delay,
-                run_at=s.run_at,
-                key=s.key,
-                tenant=s.tenant,
-                timeout=s.timeout,
-                max_attempts=s.max_attempts,
-            )
-            for s in submissions
-        ]
+        jobs = [self._build(self._task(s.task), s.args, s.kwargs, now, s) for s in submissions]
         return await self._store(jobs, now) if jobs else []
 
     # -- operations on jobs ------------------------------------------------------------
@@ -377,7 +510,8 @@ class Queue:
         return job
 
     async def cancel(self, job_id: str) -> Job:
-        """Cancel a pending job, or a running one (its task is cancelled where it runs)."""
+        """Cancel a pending job, or a running one (its task is cancelled where it runs:
+        in this process at once, in another when its heartbeat finds the claim gone)."""
         if not self._opened:
             await self.open()
         now = self.clock.now()
@@ -387,7 +521,7 @@ class Queue:
             for worker in self._workers:
                 worker._interrupt(job_id, "cancelled")
         if before is None or before.status is not JobStatus.CANCELLED:
-            self._finished(job)
+            self._job_final(job)
             if self.events.active:
                 self.events.publish(JobCancelled(at=now, job=job))
         return job
@@ -407,31 +541,40 @@ class Queue:
 
         Raises :class:`JobTimeout` after ``timeout`` seconds on the queue's clock.
         Jobs finished in this process wake the waiter at once; jobs finished elsewhere
-        (another process on the same database) are noticed by re-reading, backing off
-        from 10 ms to 1 s.
+        (another process on the same storage) are noticed from the event log when the
+        queue is open with ``async with``, and by re-reading the job, backing off from
+        10 ms to 1 s.
         """
         deadline = None if timeout is None else self.clock.now() + timeout
         poll = 0.01
-        while True:
-            job = await self.get(job_id)
-            if job.status.is_final:
-                return job
-            remaining = math.inf if deadline is None else deadline - self.clock.now()
-            if remaining <= 0:
-                raise JobTimeout(f"job {job_id!r} is still {job.status} after {timeout} s")
-            event = self._waiters.get(job_id)
-            if event is None:
-                event = self._waiters[job_id] = anyio.Event()
-            with self.clock.cancel_after(min(poll, remaining)):
-                await event.wait()
-            poll = min(poll * 2, 1.0)
+        entry = self._waiters.get(job_id)
+        if entry is None:
+            entry = self._waiters[job_id] = [anyio.Event(), 0]
+        entry[1] += 1
+        try:
+            while True:
+                job = await self.get(job_id)
+                if job.status.is_final:
+                    return job
+                remaining = math.inf if deadline is None else deadline - self.clock.now()
+                if remaining <= 0:
+                    raise JobTimeout(f"job {job_id!r} is still {job.status} after {timeout} s")
+                with self.clock.cancel_after(min(poll, remaining)):
+                    await entry[0].wait()
+                if entry[0].is_set():
+                    entry[0] = anyio.Event()
+                poll = min(poll * 2, 1.0)
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0 and self._waiters.get(job_id) is entry:
+                del self._waiters[job_id]
 
-    def _finished(self, job: Job) -> None:
-        """Wake local waiters of a job that reached a final status."""
+    def _job_final(self, job: Job) -> None:
+        """Wake the local waiters of a job that reached a final status."""
         if self._waiters:
-            event = self._waiters.pop(job.id, None)
-            if event is not None:
-                event.set()
+            entry = self._waiters.get(job.id)
+            if entry is not None:
+                entry[0].set()
 
     async def list_jobs(
         self,
@@ -443,7 +586,12 @@ class Queue:
         cursor: str | None = None,
         limit: int = 100,
     ) -> Page:
-        """Jobs newest first, filtered; pass the page's ``next_cursor`` for the next."""
+        """Jobs newest first, filtered; pass the page's ``next_cursor`` for the next.
+
+        The cursor carries the filters of the listing it came from: the next page is of
+        the same listing whatever filters come with it, and a cursor given with other
+        filters is refused (:class:`OptionError`).
+        """
         if not self._opened:
             await self.open()
         if not 1 <= limit <= 1000:
@@ -452,9 +600,29 @@ class Queue:
             wanted = None if status is None else JobStatus(status)
         except ValueError:
             raise OptionError("status", f"{status!r} is not a job status") from None
-        return await self.storage.list(
-            status=wanted, queue=queue, task=task, tenant=tenant, cursor=cursor, limit=limit
+        filters = _Filters(
+            status=wanted.value if wanted is not None else None,
+            queue=queue,
+            task=task,
+            tenant=tenant,
         )
+        after = None
+        if cursor is not None:
+            after, carried = _read_cursor(cursor)
+            if filters != _Filters() and filters != carried:
+                raise OptionError("cursor", "this cursor belongs to a listing with other filters")
+            filters = carried
+        page = await self.storage.list(
+            status=None if filters.status is None else JobStatus(filters.status),
+            queue=filters.queue,
+            task=filters.task,
+            tenant=filters.tenant,
+            cursor=after,
+            limit=limit,
+        )
+        if page.next_cursor is None:
+            return page
+        return Page(items=page.items, next_cursor=_write_cursor(page.next_cursor, filters))
 
     async def dead_letters(
         self, *, queue: str | None = None, cursor: str | None = None, limit: int = 100
@@ -465,16 +633,102 @@ class Queue:
         )
 
     async def stats(self) -> dict[str, QueueStats]:
-        """Counts of jobs by status, per named queue."""
+        """Counts of jobs by status per named queue, with the pending jobs no live worker
+        can run (``unserved``: their task is registered by no worker on the storage)."""
         if not self._opened:
             await self.open()
         counts = await self.storage.counts()
+        unserved: dict[str, int] = {}
+        for item in await self.unserved():
+            unserved[item.queue] = unserved.get(item.queue, 0) + item.pending
         return {
-            name: QueueStats(queue=name, **{status.value: n for status, n in by_status.items()})
+            name: QueueStats(
+                queue=name,
+                unserved=unserved.get(name, 0),
+                **{status.value: n for status, n in by_status.items()},
+            )
             for name, by_status in sorted(counts.items())
         }
 
+    async def workers(self) -> list[WorkerInfo]:
+        """The worker pools alive on this storage, in every process and host."""
+        if not self._opened:
+            await self.open()
+        return await self.storage.workers(now=self.clock.now())
+
+    async def unserved(self) -> list[TaskBacklog]:
+        """Pending jobs whose task no live worker on the storage has registered (or
+        whose queue none serves): they wait, never fail, until such a worker starts."""
+        if not self._opened:
+            await self.open()
+        backlog = await self.storage.backlog()
+        if not backlog:
+            return []
+        live = await self.storage.workers(now=self.clock.now())
+        return [
+            item
+            for item in backlog
+            if not any(
+                item.task in w.tasks and (w.queues is None or item.queue in w.queues) for w in live
+            )
+        ]
+
+    async def event_log(
+        self, *, after: int | None = None, poll: float = 0.05
+    ) -> AsyncIterator[StoredEvent]:
+        """Every job transition on the storage, by any process, oldest first, forever.
+
+        ``after`` is the id of the last entry seen (``None``: start at the live end).
+        An entry's ``id`` only grows, so a reader that saves it resumes after a restart
+        with no gap and no duplicate (as the server's event stream does with
+        ``Last-Event-ID``). New entries are looked for every ``poll`` seconds.
+        """
+        if not self._opened:
+            await self.open()
+        storage = self.storage
+        if after is None:
+            after = await storage.last_event_id()
+        while True:
+            batch = await storage.read_events(after=after, limit=500)
+            for entry in batch:
+                after = entry.id
+                yield entry
+            if len(batch) < 500:
+                await anyio.sleep(poll)
+
+    async def _relay(self) -> None:
+        """Publish other processes' job events on this queue's bus, and wake local
+        waiters of jobs they finished (entries this storage object wrote were published
+        when they were made)."""
+        storage = self.storage
+        origin = storage.origin
+        after: int | None = None
+        while True:
+            await anyio.sleep(self.relay_interval)
+            if not (self.events.active or self._waiters):
+                after = None
+                continue
+            if after is None:
+                after = await _quietly(storage.last_event_id(), 0)
+                continue
+            for entry in await _quietly(storage.read_events(after=after, limit=1000), []):
+                after = entry.id
+                if entry.origin == origin:
+                    continue
+                if entry.job.status.is_final:
+                    self._job_final(entry.job)
+                if self.events.active:
+                    self.events.publish(job_event(entry))
+
     # -- workers ---------------------------------------------------------------------
+
+    def _attach(self, worker: Worker) -> None:
+        """A pool of this queue started: cancels of running jobs reach it."""
+        self._workers.append(worker)
+
+    def _detach(self, worker: Worker) -> None:
+        if worker in self._workers:
+            self._workers.remove(worker)
 
     def worker(
         self,

@@ -16,22 +16,22 @@ if TYPE_CHECKING:
     from ._queue import Queue
     from ._ratelimit import RateLimiter
 
-__all__ = ["Submission", "Task", "TaskCall"]
+__all__ = ["JobOptions", "Submission", "Task", "TaskCall"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class Submission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One job to enqueue by task name: the shape of the HTTP API's request body.
+class JobOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The options of one enqueue, in one place for every way in: ``task.options()``,
+    ``queue.enqueue()``, a :class:`Submission`, the HTTP body, and templates.
 
-    Unset options fall back to the task's defaults. ``delay`` is in seconds from now;
-    ``run_at`` is an absolute time on the queue's clock; give at most one.
+    Unset options fall back to the named ``template`` (see :meth:`Queue.template`),
+    then to the task's defaults. ``delay`` is in seconds from now; ``run_at`` is an
+    absolute time on the queue's clock; give at most one. ``max_rescues`` is how many
+    times the job may lose its worker before it fails (3).
     """
 
-    task: str
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
     queue: str | None = None
     priority: Priority | None = None
     delay: float | None = None
@@ -40,6 +40,26 @@ class Submission(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     tenant: str | None = None
     timeout: float | None = None
     max_attempts: int | None = None
+    max_rescues: int | None = None
+    template: str | None = None
+
+    def merged(self, defaults: JobOptions) -> JobOptions:
+        """These options, with the unset ones taken from ``defaults``."""
+        fields = {
+            name: value if value is not None else getattr(defaults, name)
+            for name in JobOptions.__struct_fields__
+            if name != "template"
+            for value in (getattr(self, name),)
+        }
+        return JobOptions(**fields)
+
+
+class Submission(JobOptions, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One job to enqueue by task name, with its options: the HTTP API's request body."""
+
+    task: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
 
 
 class Task(Generic[P, R]):
@@ -52,6 +72,7 @@ class Task(Generic[P, R]):
         "limit_key",
         "limiter",
         "max_attempts",
+        "max_rescues",
         "name",
         "priority",
         "queue",
@@ -73,8 +94,10 @@ class Task(Generic[P, R]):
         breaker: CircuitBreaker | None = None,
         limiter: RateLimiter | None = None,
         limit_key: Callable[..., str] | None = None,
+        max_rescues: int = 3,
     ) -> None:
         self._owner = owner
+        self.max_rescues = max_rescues
         self.breaker = breaker
         self.limiter = limiter
         self.limit_key = limit_key
@@ -109,19 +132,23 @@ class Task(Generic[P, R]):
         tenant: str | None = None,
         timeout: float | None = None,
         max_attempts: int | None = None,
+        max_rescues: int | None = None,
+        template: str | None = None,
     ) -> TaskCall[P, R]:
         """The same task with options for the next enqueue (nothing is stored yet)."""
-        options = {
-            "queue": queue,
-            "priority": priority,
-            "delay": delay,
-            "run_at": run_at,
-            "key": key,
-            "tenant": tenant,
-            "timeout": timeout,
-            "max_attempts": max_attempts,
-        }
-        return TaskCall(self, {k: v for k, v in options.items() if v is not None})
+        options = JobOptions(
+            queue=queue,
+            priority=priority,  # type: ignore[arg-type]  # checked when enqueued
+            delay=delay,
+            run_at=run_at,
+            key=key,
+            tenant=tenant,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            max_rescues=max_rescues,
+            template=template,
+        )
+        return TaskCall(self, options)
 
     def __repr__(self) -> str:
         return f"<Task {self.name!r} queue={self.queue!r}>"
@@ -130,11 +157,11 @@ class Task(Generic[P, R]):
 class TaskCall(Generic[P, R]):
     """A task with enqueue options bound, from :meth:`Task.options`."""
 
-    __slots__ = ("_options", "task")
+    __slots__ = ("options", "task")
 
-    def __init__(self, task: Task[P, R], options: dict[str, Any]) -> None:
+    def __init__(self, task: Task[P, R], options: JobOptions) -> None:
         self.task = task
-        self._options = options
+        self.options = options
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, Job]:
-        return self.task._owner._enqueue_call(self.task, args, kwargs, **self._options)
+        return self.task._owner._enqueue_call(self.task, args, kwargs, self.options)

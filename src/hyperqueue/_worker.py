@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import platform
 import traceback as tb_module
 from collections import deque
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
-from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._errors import CircuitOpenError, HyperqueueError, JobTimeout
+from ._errors import JobTimeout
 from ._events import (
     JobCompleted,
     JobDeferred,
@@ -42,7 +42,8 @@ from ._events import (
     JobStarted,
 )
 from ._json import to_json_form
-from ._models import Job, JobStatus, Outcome
+from ._models import Job, JobStatus, Outcome, WorkerInfo
+from ._retry import Retry
 
 if TYPE_CHECKING:
     from ._queue import Queue
@@ -51,7 +52,11 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "WorkerStats", "current_job", "report_progress"]
 
 _log = logging.getLogger("hyperqueue.worker")
-_TENANT_RETRY = 0.5  # seconds before a job over its tenant's running cap is tried again
+_START_DELAY = 0.01
+"""Seconds a start waits to be stored with its job's outcome before it is stored alone:
+a short job's start and end cost one write, a long job's start is visible at once."""
+_UNKNOWN_TASK_WAIT = 1.0  # a job of a task this pool dropped goes back for another worker
+_DEFAULT_RETRY = Retry(2)  # backoff for jobs given attempts by a template or the API
 
 _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
@@ -71,6 +76,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: int
     lost: int
     deferred: int
+    paused: bool = False
 
 
 class _Runner:
@@ -104,9 +110,10 @@ async def report_progress(progress: Any) -> None:
     worker = runner.worker
     queue = worker._queue
     value = to_json_form(progress)
-    if await queue.storage.set_progress(job.id, job.token, value) and queue.events.active:
+    now = queue.clock.now()
+    if await queue.storage.set_progress(job.id, job.token, value, now=now) and queue.events.active:
         job = msgspec.structs.replace(job, progress=value)
-        queue.events.publish(JobProgress(at=queue.clock.now(), job=job))
+        queue.events.publish(JobProgress(at=now, job=job))
 
 
 class Worker:
@@ -155,6 +162,12 @@ class Worker:
         self._outcomes: list[tuple[Outcome, Job]] = []
         self._flush_wanted: anyio.Event | None = None
         self._storage_failures = 0
+        # jobs whose function was called and whose start is not stored yet: folded into
+        # their outcome when they end soon, else stored alone after _START_DELAY
+        self._starts: dict[str, tuple[int, float]] = {}
+        self._starts_wanted: anyio.Event | None = None
+        self._resumed: anyio.Event | None = None
+        self._started_at = 0.0
         self._counts = dict.fromkeys(
             ("completed", "failed", "retried", "cancelled", "lost", "deferred"), 0
         )
@@ -167,15 +180,64 @@ class Worker:
         self._stop = anyio.Event()
         self._drained = anyio.Event()
         self._flush_wanted = anyio.Event()
+        self._starts_wanted = anyio.Event()
+        self._started_at = queue.clock.now()
+        await self._announce()
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(self._withdraw)
             self._listener = await stack.enter_async_context(queue.storage.listen())
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._background)
             for runner in self._runners:
                 tg.start_soon(self._run, runner, name=f"{self.name} runner")
-            queue._workers.append(self)
+            queue._attach(self)
             self._stack = stack.pop_all()
         return self
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The task names this pool claims: the ones registered on its queue."""
+        return tuple(self._queue.tasks)
+
+    def _info(self) -> WorkerInfo:
+        now = self._queue.clock.now()
+        return WorkerInfo(
+            name=self.name,
+            host=_HOST,
+            pid=os.getpid(),
+            tasks=self.tasks,
+            queues=self.queues,
+            concurrency=self.concurrency,
+            started_at=self._started_at,
+            seen_at=now,
+            expires_at=now + self.lease,
+        )
+
+    async def _announce(self) -> None:
+        """Tell the storage this pool is alive and what it serves (renewed by heartbeat)."""
+        await self._queue.storage.register_worker(self._info())
+
+    async def _withdraw(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._queue.storage.unregister_worker(self.name)
+            except Exception:  # it expires by itself
+                _log.warning("could not unregister worker %s", self.name, exc_info=True)
+
+    @property
+    def paused(self) -> bool:
+        return self._resumed is not None
+
+    def pause(self) -> None:
+        """Stop claiming new jobs (read-only and maintenance modes); running jobs go on."""
+        if self._resumed is None:
+            self._resumed = anyio.Event()
+
+    def resume(self) -> None:
+        """Claim again after :meth:`pause`."""
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None:
+            resumed.set()
 
     async def __aexit__(
         self,
@@ -188,8 +250,7 @@ class Worker:
             with anyio.CancelScope(shield=exc_type is not None):
                 await self.drain(0.0 if exc_type is not None else self.drain_timeout)
         finally:
-            if self in self._queue._workers:
-                self._queue._workers.remove(self)
+            self._queue._detach(self)
         # every runner has returned: close the task group as if the body had succeeded,
         # so the body's own exception propagates as it is, not wrapped in a group
         await self._stack.__aexit__(None, None, None)
@@ -215,8 +276,9 @@ class Worker:
                 runner.scope.cancel()
         if self._busy:
             await self._drained.wait()
+        self.resume()
         for attempt in range(3):
-            if await self._flush():
+            if await self._flush() and await self._store_starts():
                 break
             await self._queue.clock.sleep(0.05 * 2**attempt)
         if self._maintenance is not None:
@@ -224,7 +286,11 @@ class Worker:
 
     def stats(self) -> WorkerStats:
         return WorkerStats(
-            name=self.name, concurrency=self.concurrency, running=self._busy, **self._counts
+            name=self.name,
+            concurrency=self.concurrency,
+            running=self._busy,
+            paused=self.paused,
+            **self._counts,
         )
 
     def _interrupt(self, job_id: str, reason: str) -> bool:
@@ -298,12 +364,21 @@ class Worker:
         self._claiming = True
         try:
             while not self._stopping:
+                if self._resumed is not None:
+                    await self._wait_resumed()
+                    continue
                 listener.clear()
                 free = self.concurrency + self.prefetch - self._busy - len(self._buffer)
                 now = clock.now()
                 try:
                     jobs = await storage.claim(
-                        self.queues, limit=free, now=now, lease=self.lease, worker=self.name
+                        self.queues,
+                        limit=free,
+                        now=now,
+                        lease=self.lease,
+                        worker=self.name,
+                        tasks=tuple(queue.tasks),
+                        max_running=queue.tenant_limits or None,
                     )
                 except Exception:
                     await self._storage_failed("claiming jobs")
@@ -314,10 +389,6 @@ class Worker:
                     return
                 if jobs:
                     self._buffer.extend(jobs)
-                    events = queue.events
-                    if events.active:
-                        for job in jobs:
-                            events.publish(JobStarted(at=now, job=job))
                     return
                 await self._wait_for_work(listener)
         finally:
@@ -325,10 +396,24 @@ class Worker:
             if self._idle and not self._waking:
                 self._wake_one()  # hand the claim duty (or the new jobs) on
 
+    async def _wait_resumed(self) -> None:
+        resumed, stop = self._resumed, self._stop
+        assert stop is not None
+        if resumed is None:
+            return
+        async with anyio.create_task_group() as tg:
+
+            async def first(wait: Any) -> None:
+                await wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(first, resumed.wait)
+            tg.start_soon(first, stop.wait)
+
     async def _wait_for_work(self, listener: WorkListener) -> None:
         queue = self._queue
         clock = queue.clock
-        next_at = await queue.storage.next_run_at(self.queues)
+        next_at = await queue.storage.next_run_at(self.queues, tuple(queue.tasks))
         delay = None if next_at is None else next_at - clock.now()
         if delay is not None and delay <= 0:
             # due work that another claimer took between our claim and this look:
@@ -355,10 +440,8 @@ class Worker:
         runner.job = job
         try:
             try:
-                if task is None:
-                    raise HyperqueueError(
-                        f"no task named {job.task!r} is registered in this worker"
-                    )
+                if task is None:  # unregistered since the claim: leave it to another worker
+                    raise _Deferred(queue.clock.now() + _UNKNOWN_TASK_WAIT)
                 if task.signature.convert_at_run:
                     args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
                 else:
@@ -367,18 +450,35 @@ class Worker:
                     wait = self._rate_limited(task, args, kwargs)
                     if wait is not None:
                         raise _Deferred(wait)
-                if job.tenant is not None and queue.tenant_limits:
-                    cap = queue.tenant_limits.get(job.tenant)
-                    if cap is not None and await self._over_tenant_cap(job, cap):
-                        raise _Deferred(queue.clock.now() + _TENANT_RETRY)
-                fn = task.fn if task.breaker is None else partial(task.breaker.call, task.fn)
-                if job.timeout is None:
-                    result = await fn(*args, **kwargs)
-                else:
-                    with queue.clock.cancel_after(job.timeout) as timer:
-                        result = await fn(*args, **kwargs)
-                    if timer.cancelled_caught:
-                        raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
+                breaker = task.breaker
+                if breaker is not None and not breaker.allow():
+                    raise _Deferred(breaker.refused_until())
+                started = queue.clock.now()
+                self._starts[job.id] = (job.token, started)
+                assert self._starts_wanted is not None
+                self._starts_wanted.set()
+                if queue.events.active:
+                    queue.events.publish(
+                        JobStarted(at=started, job=msgspec.structs.replace(job, started_at=started))
+                    )
+                try:
+                    if job.timeout is None:
+                        result = await task.fn(*args, **kwargs)
+                    else:
+                        with queue.clock.cancel_after(job.timeout) as timer:
+                            result = await task.fn(*args, **kwargs)
+                        if timer.cancelled_caught:
+                            raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
+                except Exception as exc:
+                    if breaker is not None:
+                        breaker.record_failure(exc)
+                    raise
+                except BaseException:
+                    if breaker is not None:
+                        breaker.release()
+                    raise
+                if breaker is not None:
+                    breaker.record_success(duration=queue.clock.now() - started)
                 if result is not None:
                     result = to_json_form(result)
                 policy = task.retry
@@ -401,9 +501,6 @@ class Worker:
             except _Deferred as deferral:
                 outcome = _released(job, run_at=deferral.run_at)
                 self._counts["deferred"] += 1
-            except CircuitOpenError as exc:  # not an attempt: wait for a trial to pass
-                outcome = _released(job, run_at=exc.retry_at)
-                self._counts["deferred"] += 1
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
             runner.job = None
@@ -413,23 +510,6 @@ class Worker:
             if self._stopping and not self._busy:
                 assert self._drained is not None
                 self._drained.set()
-
-    async def _over_tenant_cap(self, job: Job, cap: int) -> bool:
-        """Whether ``cap`` jobs of the job's tenant that started before it still run.
-
-        Every running job of the tenant (in any process) ranks by (started_at, id); the
-        first ``cap`` go on, the rest wait. All workers rank alike, so a tenant never
-        runs more than ``cap`` jobs at once, and a batch claimed together does not defer
-        itself entirely.
-        """
-        page = await self._queue.storage.list(
-            status=JobStatus.RUNNING, tenant=job.tenant, limit=1000
-        )
-        if page.next_cursor is not None:  # more running than we looked at: be safe
-            return True
-        mine = (job.started_at or 0.0, job.id)
-        ahead = sum(1 for other in page.items if (other.started_at or 0.0, other.id) < mine)
-        return ahead >= cap
 
     def _rate_limited(self, task: Any, args: Any, kwargs: Any) -> float | None:
         """None if the task's rate limit lets this job start now, else when it may."""
@@ -443,6 +523,8 @@ class Worker:
         error = f"{type(exc).__name__}: {exc}"
         trace = "".join(tb_module.format_exception(exc))
         policy = task.retry if task is not None else None
+        if policy is None and job.max_attempts > 1:  # attempts given by a template or the API
+            policy = _DEFAULT_RETRY
         if policy is not None and job.attempts < job.max_attempts and policy.retries(exc):
             run_at = self._queue.clock.now() + policy.delay(job.attempts)
             return Outcome(
@@ -510,7 +592,16 @@ class Worker:
         """Store outcomes in one call, then announce what storage accepted."""
         queue = self._queue
         now = queue.clock.now()
-        outcomes = [outcome for outcome, _ in batch]
+        starts = self._starts
+        if starts:
+            outcomes = []
+            for outcome, _ in batch:
+                start = starts.pop(outcome.id, None)
+                if start is not None and start[0] == outcome.token:
+                    outcome = msgspec.structs.replace(outcome, started_at=start[1])
+                outcomes.append(outcome)
+        else:
+            outcomes = [outcome for outcome, _ in batch]
         stored = await queue.storage.finish(outcomes, now=now)
         events = queue.events
         counts = self._counts
@@ -534,8 +625,7 @@ class Worker:
                 counts["failed"] += 1
                 if events.active:
                     events.publish(JobFailed(at=now, job=job))
-            if queue._waiters:
-                queue._finished(job)
+            queue._job_final(job)
 
     # -- leases ----------------------------------------------------------------------
 
@@ -545,7 +635,35 @@ class Worker:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._maintain)
                 tg.start_soon(self._flusher)
+                tg.start_soon(self._start_flusher)
                 task_status.started()
+
+    async def _start_flusher(self) -> None:
+        """Store the starts of jobs still running ``_START_DELAY`` after they began."""
+        clock = self._queue.clock
+        while True:
+            assert self._starts_wanted is not None
+            await self._starts_wanted.wait()
+            self._starts_wanted = anyio.Event()
+            await clock.sleep(_START_DELAY)
+            if not await self._store_starts():
+                await clock.sleep(0.05)
+                self._starts_wanted.set()
+
+    async def _store_starts(self) -> bool:
+        starts = self._starts
+        if not starts:
+            return True
+        marks = [(job_id, token, at) for job_id, (token, at) in starts.items()]
+        starts.clear()
+        try:
+            await self._queue.storage.mark_started(marks)
+        except Exception:
+            for job_id, token, at in marks:
+                starts.setdefault(job_id, (token, at))
+            _log.exception("storing the starts of %d jobs failed; retrying", len(marks))
+            return False
+        return True
 
     async def _flusher(self) -> None:
         """Store outcomes that runners left while they went on to the next job."""
@@ -567,6 +685,7 @@ class Worker:
             await clock.sleep(self.lease / 3)
             try:
                 await self._heartbeat()
+                await self._announce()
                 await self._rescue()
             except Exception:
                 _log.exception("renewing leases failed; trying again in %.1f s", self.lease / 3)
@@ -590,9 +709,12 @@ class Worker:
         rescued = await queue.storage.rescue(now=now)
         for job in rescued:
             if job.status.is_final:
-                queue._finished(job)
+                queue._job_final(job)
             if queue.events.active:
                 queue.events.publish(JobRescued(at=now, job=job))
+
+
+_HOST = platform.node()
 
 
 def _released(job: Job, *, run_at: float | None = None) -> Outcome:

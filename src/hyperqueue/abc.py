@@ -11,12 +11,12 @@ share; run it against a new backend before trusting it with jobs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from ._clock import Clock
-from ._models import Job, JobStatus, Outcome, Page
+from ._models import Job, JobStatus, Outcome, Page, StoredEvent, TaskBacklog, WorkerInfo
 
 __all__ = ["Clock", "Storage", "WorkListener"]
 
@@ -38,7 +38,17 @@ class WorkListener(Protocol):
 
 @runtime_checkable
 class Storage(Protocol):
-    """Durable job state. All methods are safe to call concurrently."""
+    """Durable job state. All methods are safe to call concurrently.
+
+    Every change of a job also appends to the storage's event log (in the same
+    transaction, on a backend that has them): enqueued, started, progress, completed,
+    retrying, failed, cancelled, deferred, rescued. Any process reads the log with
+    :meth:`read_events` from an id that only grows; :attr:`origin` tells a process the
+    entries it wrote itself from those of other processes.
+    """
+
+    origin: str
+    """A random name of this storage object, stored with each event it writes."""
 
     async def open(self) -> None:
         """Prepare the backend (connect, migrate); calling it twice is harmless."""
@@ -46,12 +56,21 @@ class Storage(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
+    async def enqueue(
+        self,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        key_ttl: float | None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> list[Job]:
         """Store new pending jobs; returns one job per input, in order.
 
         A job whose idempotency ``key`` was seen within ``key_ttl`` seconds (forever when
         ``None``) is not stored again: the existing job is returned in its place, which
         callers detect by its different id. Returns only once the jobs are durable.
+        ``max_queued`` caps the pending jobs per tenant: a call that would pass a cap
+        raises :class:`~hyperqueue.QuotaExceeded` and stores nothing.
         """
         ...
 
@@ -63,14 +82,24 @@ class Storage(Protocol):
         now: float,
         lease: float,
         worker: str,
+        tasks: Sequence[str] | None = None,
+        max_running: Mapping[str, int] | None = None,
     ) -> list[Job]:
         """Take up to ``limit`` due pending jobs and mark them running under a lease.
 
         Order: priority, then ``run_at``, then first in first out. Each claimed job gets
-        ``attempts + 1``, a new fencing ``token``, ``started_at = now`` and
-        ``lease_until = now + lease``. ``queues=None`` claims from every queue. No job is
-        ever handed to two claimers whose leases are both live.
+        ``attempts + 1``, a new fencing ``token`` and ``lease_until = now + lease``
+        (``started_at`` waits for :meth:`mark_started`). ``queues=None`` claims from
+        every queue; ``tasks`` (``None``: any) limits the claim to tasks the worker can
+        run, so a job of an unknown task waits for a worker that knows it.
+        ``max_running`` caps the running jobs per tenant, counted across every process.
+        No job is ever handed to two claimers whose leases are both live.
         """
+        ...
+
+    async def mark_started(self, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
+        """Record that the functions of ``(id, token, at)`` jobs were called at ``at``;
+        ``False`` where the claim is stale."""
         ...
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
@@ -88,8 +117,9 @@ class Storage(Protocol):
         ...
 
     async def rescue(self, *, now: float) -> list[Job]:
-        """Return running jobs whose lease expired to pending, or fail them when their
-        attempts are used up; returns the jobs changed."""
+        """Return running jobs whose lease expired to pending without spending their
+        attempt, or fail those that lost their worker ``max_rescues`` times (see
+        :func:`hyperqueue.testing` contract); returns the jobs changed."""
         ...
 
     async def cancel(self, job_id: str, *, now: float) -> Job:
@@ -123,8 +153,32 @@ class Storage(Protocol):
         """Number of jobs per queue per status."""
         ...
 
-    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        """The earliest ``run_at`` of a pending job in ``queues``, or ``None``."""
+    async def next_run_at(
+        self, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        """The earliest ``run_at`` of a pending job in ``queues`` (of ``tasks``), or ``None``."""
+        ...
+
+    async def backlog(self) -> list[TaskBacklog]:
+        """Pending jobs per queue and task (the tasks that have any)."""
+        ...
+
+    async def read_events(self, *, after: int, limit: int = 1000) -> list[StoredEvent]:
+        """Entries of the event log with an id above ``after``, oldest first."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest entry of the event log (0 when it is empty)."""
+        ...
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        """Record (or renew) a worker pool, so other processes know what it serves."""
+        ...
+
+    async def unregister_worker(self, name: str) -> None: ...
+
+    async def workers(self, *, now: float) -> list[WorkerInfo]:
+        """The worker pools alive at ``now`` (their ``expires_at`` is later)."""
         ...
 
     def listen(self) -> AbstractAsyncContextManager[WorkListener]:

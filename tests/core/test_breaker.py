@@ -188,10 +188,10 @@ async def test_half_open_lets_only_its_trials_through_the_others_are_refused(
         for i in range(5):
             tg.start_soon(caller, i)
         await anyio.wait_all_tasks_blocked()
-        assert len(entered) == 2 and outcomes == ["refused, retry after 0.0"] * 3
+        assert len(entered) == 2 and outcomes == ["refused, retry after 0.5"] * 3
         assert breaker.state is HALF_OPEN
         release.set()
-    assert sorted(outcomes) == ["done"] * 2 + ["refused, retry after 0.0"] * 3
+    assert sorted(outcomes) == ["done"] * 2 + ["refused, retry after 0.5"] * 3
     assert breaker.state is CLOSED and breaker.stats().rejected == 3
 
 

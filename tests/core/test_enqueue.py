@@ -164,8 +164,19 @@ async def test_enqueue_many_checks_everything_before_storing(queue: hq.Queue) ->
     with pytest.raises(hq.ArgumentError):
         await queue.enqueue_many([good, hq.Submission(task="add", args=("x",))])
     assert await queue.stats() == {}
-    jobs = await queue.enqueue_many([good, hq.Submission(task="add", args=(2,), queue="q2")])
-    assert [j.queue for j in jobs] == ["default", "q2"]
+    results = await queue.enqueue_many([good, hq.Submission(task="add", args=(2,), queue="q2")])
+    assert [r.job.queue for r in results] == ["default", "q2"]
+    assert [r.created for r in results] == [True, True]
+
+
+async def test_enqueue_many_tells_created_jobs_from_ones_a_key_found(queue: hq.Queue) -> None:
+    register(queue)
+    first = await queue.enqueue("add", args=[1], key="k")
+    results = await queue.enqueue_many(
+        [hq.Submission(task="add", args=(1,), key="k"), hq.Submission(task="add", args=(2,))]
+    )
+    assert [r.created for r in results] == [False, True]
+    assert results[0].job.id == first.id
 
 
 async def test_registering_a_name_twice_is_an_error(queue: hq.Queue) -> None:

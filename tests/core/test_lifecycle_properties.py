@@ -41,6 +41,7 @@ class Record:
     max_attempts: int
     token: int = 0
     lease_until: float = 0.0
+    rescues: int = 0
 
 
 def run(coro_fn, *args):  # type: ignore[no-untyped-def]
@@ -173,6 +174,7 @@ class Lifecycle(RuleBasedStateMachine):
         run(lambda: self.storage.retry(job_id, now=self.now))
         record.status = hq.JobStatus.PENDING
         record.attempts = 0
+        record.rescues = 0
         record.run_at = self.now
         record.seq = self._next_seq()
 
@@ -191,13 +193,16 @@ class Lifecycle(RuleBasedStateMachine):
         assert {j.id for j in rescued} == expired
         for job in rescued:
             record = self.model[job.id]
-            if record.attempts >= record.max_attempts:
+            record.rescues += 1  # a lost worker spends no attempt; the 3rd loss fails
+            if record.rescues >= 3:
                 record.status = hq.JobStatus.FAILED
             else:
                 record.status = hq.JobStatus.PENDING
+                record.attempts -= 1
                 record.run_at = self.now
                 record.seq = self._next_seq()
             assert job.status is record.status
+            assert job.rescues == record.rescues
 
     @invariant()
     def storage_agrees_with_the_model(self) -> None:

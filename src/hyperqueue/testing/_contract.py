@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
-from hyperqueue._errors import InvalidTransition, JobNotFound
+from hyperqueue._errors import InvalidTransition, JobNotFound, QuotaExceeded
 from hyperqueue._ids import IdFactory
-from hyperqueue._models import Job, JobStatus, Outcome, Priority
+from hyperqueue._models import Job, JobStatus, Outcome, Priority, WorkerInfo
 from hyperqueue.abc import Storage
 
 __all__ = ["StorageContract"]
@@ -136,7 +136,7 @@ class StorageContract:
         assert job.status is JobStatus.RUNNING
         assert job.attempts == 1
         assert job.token >= 1
-        assert job.started_at == pytest.approx(T0 + 1)
+        assert job.started_at is None  # a claim is not a start: the function is not called yet
         assert job.lease_until == pytest.approx(T0 + 1 + LEASE)
         assert job.worker == "w7"
         assert await storage.get(job.id) == job
@@ -268,20 +268,43 @@ class StorageContract:
         assert [j.id for j in rescued] == [a.id]
         assert rescued[0].status is JobStatus.PENDING
         assert rescued[0].error is not None and "lease" in rescued[0].error
+        assert rescued[0].attempts == 0 and rescued[0].rescues == 1  # no attempt spent
         # the first worker comes back and tries to finish: refused
         assert await storage.finish([_done(a)], now=T0 + LEASE + 2) == [None]
         [again] = await _claim(storage, now=T0 + LEASE + 2, worker="w2")
-        assert again.id == a.id and again.attempts == 2 and again.worker == "w2"
+        assert again.id == a.id and again.attempts == 1 and again.worker == "w2"
         assert await storage.extend([(a.id, a.token)], now=T0 + 40, lease=LEASE) == [False]
 
-    async def test_rescue_fails_a_job_whose_attempts_are_used_up(
+    async def test_a_lost_worker_spends_no_attempt_even_with_one_attempt(
         self, storage: Storage, make: _Maker
     ) -> None:
         await storage.enqueue([make(max_attempts=1)], now=T0, key_ttl=None)
         await _claim(storage)
         [lost] = await storage.rescue(now=T0 + LEASE + 1)
-        assert lost.status is JobStatus.FAILED and lost.finished_at is not None
+        assert lost.status is JobStatus.PENDING and lost.attempts == 0 and lost.rescues == 1
+        [again] = await _claim(storage, now=T0 + LEASE + 1)
+        assert again.attempts == 1
+        [done] = await storage.finish([_done(again)], now=T0 + LEASE + 2)
+        assert done is not None and done.status is JobStatus.COMPLETED and done.rescues == 1
+
+    async def test_the_max_rescues_th_lost_worker_fails_the_job_with_its_cause(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        await storage.enqueue([make(max_attempts=5, max_rescues=2)], now=T0, key_ttl=None)
+        now = T0
+        await _claim(storage, now=now)
+        now += LEASE + 1
+        [first] = await storage.rescue(now=now)
+        assert first.status is JobStatus.PENDING
+        await _claim(storage, now=now)
+        now += LEASE + 1
+        [lost] = await storage.rescue(now=now)
+        assert lost.status is JobStatus.FAILED and lost.finished_at == pytest.approx(now)
+        assert lost.rescues == 2 and lost.attempts == 1
+        assert lost.error is not None and "lost its worker 2 times" in lost.error
         assert (await storage.counts())["default"][JobStatus.FAILED] == 1
+        [retried] = [await storage.retry(lost.id, now=now)]
+        assert retried.rescues == 0 and retried.attempts == 0
 
     # -- idempotency -----------------------------------------------------------------
 
@@ -465,7 +488,8 @@ class StorageContract:
         assert counts["a"][JobStatus.COMPLETED] == 1
         assert counts["a"][JobStatus.CANCELLED] == 1
         assert counts["a"][JobStatus.PENDING] == counts["a"][JobStatus.RUNNING] == 0
-        assert counts["b"][JobStatus.FAILED] == 1
+        assert counts["b"][JobStatus.PENDING] == 1  # rescued, not failed
+        assert counts["b"][JobStatus.RUNNING] == 0
 
     # -- wake-up ---------------------------------------------------------------------
 
@@ -495,3 +519,173 @@ class StorageContract:
                 await storage.enqueue([make()], now=T0, key_ttl=None)
                 with anyio.fail_after(5):
                     await woke.wait()
+
+    # -- starts ----------------------------------------------------------------------
+
+    async def test_mark_started_records_when_the_function_was_called(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        await storage.enqueue([make(), make()], now=T0, key_ttl=None)
+        a, b = await _claim(storage, now=T0)
+        assert await storage.mark_started([(a.id, a.token, T0 + 2), (b.id, b.token + 5, T0)]) == [
+            True,
+            False,
+        ]
+        got = await storage.get(a.id)
+        assert got is not None and got.started_at == pytest.approx(T0 + 2)
+        [done] = await storage.finish(
+            [Outcome(id=b.id, token=b.token, status=JobStatus.COMPLETED, started_at=T0 + 3)],
+            now=T0 + 4,
+        )
+        assert done is not None and done.started_at == pytest.approx(T0 + 3)
+        assert done.finished_at == pytest.approx(T0 + 4)
+
+    # -- tasks a worker knows ----------------------------------------------------------
+
+    async def test_claim_takes_only_tasks_the_worker_knows(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        new, old = make("new_task"), make("old_task")
+        await storage.enqueue([new, old], now=T0, key_ttl=None)
+        got = await storage.claim(
+            None, limit=10, now=T0, lease=LEASE, worker="old", tasks=["old_task"]
+        )
+        assert [j.id for j in got] == [old.id]
+        assert await storage.next_run_at(None, ["old_task"]) is None
+        assert await storage.next_run_at(None, ["new_task"]) == pytest.approx(T0)
+        backlog = await storage.backlog()
+        assert [(b.queue, b.task, b.pending) for b in backlog] == [("default", "new_task", 1)]
+        [later] = await storage.claim(
+            ["default"], limit=10, now=T0 + 1, lease=LEASE, worker="new", tasks=["new_task"]
+        )
+        assert later.id == new.id
+
+    async def test_claim_by_task_keeps_priority_order(self, storage: Storage, make: _Maker) -> None:
+        jobs = [
+            make("a", priority=Priority.LOW),
+            make("b", priority=Priority.CRITICAL),
+            make("c", priority=Priority.HIGH),
+            make("a", priority=Priority.HIGH),
+        ]
+        await storage.enqueue(jobs, now=T0, key_ttl=None)
+        got = await storage.claim(None, limit=10, now=T0, lease=LEASE, worker="w", tasks=["a", "b"])
+        assert [j.id for j in got] == [jobs[1].id, jobs[3].id, jobs[0].id]
+
+    async def test_workers_are_known_until_they_expire(self, storage: Storage) -> None:
+        info = WorkerInfo(
+            name="w1",
+            host="h",
+            pid=1,
+            tasks=("a", "b"),
+            queues=("q",),
+            concurrency=4,
+            seen_at=T0,
+            expires_at=T0 + LEASE,
+        )
+        await storage.register_worker(info)
+        assert await storage.workers(now=T0 + 1) == [info]
+        assert await storage.workers(now=T0 + LEASE + 1) == []
+        await storage.unregister_worker("w1")
+        assert await storage.workers(now=T0) == []
+
+    # -- tenants -----------------------------------------------------------------------
+
+    async def test_claim_keeps_each_tenant_under_its_running_cap(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        acme = [make(tenant="acme") for _ in range(4)]
+        other = make(tenant="other")
+        await storage.enqueue([*acme, other], now=T0, key_ttl=None)
+        caps = {"acme": 2}
+        first = await storage.claim(
+            None, limit=10, now=T0, lease=LEASE, worker="w", max_running=caps
+        )
+        assert sorted(j.id for j in first) == sorted([acme[0].id, acme[1].id, other.id])
+        assert (
+            await storage.claim(None, limit=10, now=T0, lease=LEASE, worker="w2", max_running=caps)
+            == []
+        )
+        await storage.finish([_done(first[0])], now=T0)
+        [next_one] = await storage.claim(
+            None, limit=10, now=T0, lease=LEASE, worker="w2", max_running=caps
+        )
+        assert next_one.id == acme[2].id  # first in line all along
+
+    async def test_enqueue_past_a_tenants_quota_stores_nothing(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        quota = {"acme": 2}
+        await storage.enqueue([make(tenant="acme")], now=T0, key_ttl=None, max_queued=quota)
+        with pytest.raises(QuotaExceeded) as caught:
+            await storage.enqueue(
+                [make(tenant="acme"), make(tenant="acme")], now=T0, key_ttl=None, max_queued=quota
+            )
+        assert caught.value.tenant == "acme" and caught.value.limit == 2
+        page = await storage.list(tenant="acme")
+        assert len(page.items) == 1
+        await storage.enqueue(
+            [make(tenant="acme"), make(tenant="b")], now=T0, key_ttl=None, max_queued=quota
+        )
+        [running] = await _claim(storage, limit=1)
+        assert running.tenant == "acme"  # running jobs no longer count as queued
+        await storage.enqueue([make(tenant="acme")], now=T0, key_ttl=None, max_queued=quota)
+
+    # -- the event log -------------------------------------------------------------------
+
+    async def test_every_transition_is_in_the_event_log_in_order(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        start = await storage.last_event_id()
+        a, b, c = make(max_attempts=2), make(), make()
+        await storage.enqueue([a, b, c], now=T0, key_ttl=None)
+        ca, cb, cc = await _claim(storage, now=T0)
+        await storage.mark_started([(ca.id, ca.token, T0 + 1)])
+        await storage.set_progress(ca.id, ca.token, 0.5, now=T0 + 1.5)
+        await storage.finish(
+            [
+                Outcome(
+                    id=ca.id, token=ca.token, status=JobStatus.PENDING, error="E", run_at=T0 + 9
+                ),
+                Outcome(
+                    id=cb.id,
+                    token=cb.token,
+                    status=JobStatus.COMPLETED,
+                    result=7,
+                    started_at=T0 + 1,
+                ),
+            ],
+            now=T0 + 2,
+        )
+        await storage.rescue(now=T0 + LEASE + 1)
+        await storage.cancel(c.id, now=T0 + LEASE + 2)
+        entries = await storage.read_events(after=start)
+        assert [(e.type, e.job.id) for e in entries] == [
+            ("job.enqueued", a.id),
+            ("job.enqueued", b.id),
+            ("job.enqueued", c.id),
+            ("job.started", a.id),
+            ("job.progress", a.id),
+            ("job.retrying", a.id),
+            ("job.started", b.id),
+            ("job.completed", b.id),
+            ("job.rescued", c.id),
+            ("job.cancelled", c.id),
+        ]
+        ids = [e.id for e in entries]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids) and ids[0] > start
+        assert await storage.last_event_id() == ids[-1]
+        assert all(e.origin == storage.origin for e in entries)
+        completed = entries[7]
+        assert completed.job.result == 7 and completed.at == pytest.approx(T0 + 2)
+        assert entries[6].at == pytest.approx(T0 + 1)
+        # resume from any id: nothing lost, nothing repeated
+        assert await storage.read_events(after=ids[4], limit=2) == entries[5:7]
+        assert await storage.read_events(after=ids[-1]) == []
+
+    async def test_a_refused_finish_writes_no_event(self, storage: Storage, make: _Maker) -> None:
+        await storage.enqueue([make()], now=T0, key_ttl=None)
+        [job] = await _claim(storage)
+        await storage.cancel(job.id, now=T0)
+        last = await storage.last_event_id()
+        assert await storage.finish([_done(job)], now=T0) == [None]
+        assert await storage.read_events(after=last) == []

@@ -1,0 +1,143 @@
+"""Job transitions: the one place that says what a job becomes, for every backend.
+
+A public module for storage backends (``from hyperqueue import transitions``); an
+application has no need of it.
+
+Each function takes the job as stored and returns the job after the change, with the
+tag of the event the change writes to the storage's event log. Backends decide *which*
+rows change (a claim query, a fencing-token check); these functions decide *how*, so
+memory, SQLite and PostgreSQL cannot drift apart on attempts, rescues or timestamps.
+"""
+
+from __future__ import annotations
+
+from msgspec.structs import replace
+
+from ._models import Job, JobStatus, Outcome
+
+__all__ = [
+    "EVENT_OF_STATUS",
+    "cancelled",
+    "claimed",
+    "finished",
+    "outcome_event",
+    "rescued",
+    "retried",
+    "started",
+]
+
+_PENDING = JobStatus.PENDING
+_RUNNING = JobStatus.RUNNING
+_FAILED = JobStatus.FAILED
+
+EVENT_OF_STATUS = {
+    JobStatus.COMPLETED: "job.completed",
+    JobStatus.FAILED: "job.failed",
+    JobStatus.CANCELLED: "job.cancelled",
+}
+
+
+def claimed(job: Job, *, now: float, lease: float, worker: str) -> Job:
+    """Taken by a worker: an attempt begins and a new fencing token fences the old one.
+
+    ``started_at`` is left alone: the job starts when its function is called.
+    """
+    return replace(
+        job,
+        status=_RUNNING,
+        attempts=job.attempts + 1,
+        token=job.token + 1,
+        lease_until=now + lease,
+        worker=worker,
+    )
+
+
+def started(job: Job, at: float) -> Job:
+    """The worker called the task function at ``at``."""
+    return replace(job, started_at=at)
+
+
+def finished(job: Job, outcome: Outcome, *, now: float) -> Job:
+    """A claimed job's outcome applied (the caller checked the token)."""
+    if outcome.started_at is not None:
+        job = replace(job, started_at=outcome.started_at)
+    if outcome.status is _PENDING:
+        return replace(
+            job,
+            status=_PENDING,
+            attempts=job.attempts - 1 if outcome.released else job.attempts,
+            run_at=now if outcome.run_at is None else outcome.run_at,
+            error=job.error if outcome.error is None else outcome.error,
+            traceback=job.traceback if outcome.traceback is None else outcome.traceback,
+            lease_until=None,
+        )
+    return replace(
+        job,
+        status=outcome.status,
+        result=outcome.result,
+        error=outcome.error,
+        traceback=outcome.traceback,
+        finished_at=now,
+        lease_until=None,
+    )
+
+
+def outcome_event(outcome: Outcome) -> str | None:
+    """The event an outcome writes: none for a job handed back at shutdown."""
+    if outcome.status is _PENDING:
+        if outcome.released:
+            return None if outcome.run_at is None else "job.deferred"
+        return "job.retrying"
+    return EVENT_OF_STATUS[outcome.status]
+
+
+def rescued(job: Job, *, now: float) -> Job:
+    """A running job whose lease expired: its worker is lost (crash, kill, freeze).
+
+    Losing a worker spends no attempt: the job is pending again with the attempt given
+    back. The ``max_rescues``-th loss fails it, with an error that says so.
+    """
+    rescues = job.rescues + 1
+    cause = f"lease expired on worker {job.worker!r}"
+    if rescues >= job.max_rescues:
+        return replace(
+            job,
+            status=_FAILED,
+            rescues=rescues,
+            error=f"lost its worker {rescues} times (the last time: {cause}); "
+            "a job that kills or freezes its worker is not run again",
+            traceback=None,
+            finished_at=now,
+            lease_until=None,
+        )
+    return replace(
+        job,
+        status=_PENDING,
+        attempts=max(job.attempts - 1, 0),
+        rescues=rescues,
+        run_at=now,
+        error=cause,
+        lease_until=None,
+    )
+
+
+def cancelled(job: Job, *, now: float) -> Job:
+    return replace(job, status=JobStatus.CANCELLED, finished_at=now, lease_until=None)
+
+
+def retried(job: Job, *, now: float) -> Job:
+    """A failed or cancelled job sent back with fresh attempts and rescues."""
+    return replace(
+        job,
+        status=_PENDING,
+        attempts=0,
+        rescues=0,
+        run_at=now,
+        result=None,
+        error=None,
+        traceback=None,
+        progress=None,
+        started_at=None,
+        finished_at=None,
+        lease_until=None,
+    )
