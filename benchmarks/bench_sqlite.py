@@ -3,10 +3,11 @@
 Measures, in one run on this machine (N no-op jobs, 10,000 by default):
 
 - ceiling: raw SQLite on hyperqueue's own job table (the same schema and indexes),
-  ``sqlite3`` plain calls in one thread, WAL, synchronous=NORMAL. One full cycle is an
-  insert, a claim (``UPDATE ... RETURNING``) and a completion. Once with one statement
-  per transaction, once with 100 jobs per transaction (executemany, one claim statement
-  for 100 rows): the second is the ceiling a batching queue can approach.
+  plain apsw calls in one thread (the library and SQLite build ``SQLiteStorage`` uses),
+  WAL, synchronous=NORMAL. One full cycle is an insert, a claim (``UPDATE ...
+  RETURNING``) and a completion. Once with one statement per transaction, once with
+  100 jobs per transaction (executemany, one claim statement for 100 rows): the second
+  is the ceiling a batching queue can approach.
 - hyperqueue end to end: ``SQLiteStorage`` under ``hq.Queue``, enqueue N jobs, then a
   worker pool with concurrency 10 runs them all. The enqueue is timed three ways: one
   ``await task.enqueue()`` after another (each a transaction of its own), from 10
@@ -14,7 +15,7 @@ Measures, in one run on this machine (N no-op jobs, 10,000 by default):
   chunks of 100. End to end = N / (enqueue time + run time).
 - peers, installed from PyPI: huey's ``SqliteHuey`` (a thread consumer with 10 workers)
   and persist-queue's ``SQLiteAckQueue`` (10 threads doing get + ack), same N, each
-  enqueueing one job per call.
+  enqueueing one job per call. They use Python's ``sqlite3`` (on files of their own).
 - latency: enqueue-to-start across processes. A worker pool runs in a child process;
   this process enqueues 200 jobs/s for 3 s; each job returns the time it started, and
   latency is that minus the job's ``created_at``. p50 / p99 in ms.
@@ -22,7 +23,8 @@ Measures, in one run on this machine (N no-op jobs, 10,000 by default):
 Each figure is the median of ``--repeats`` runs (3 by default), each on a fresh file in
 a temporary folder; ratios are against the figures of the same run.
 Run: ``.venv/bin/python benchmarks/bench_sqlite.py`` (about 60 s;
-``pip install aiosqlite huey persist-queue``). ``--quick`` uses N=2,000 and 1 repeat.
+``pip install 'hyperqueue[sqlite]' huey persist-queue``). ``--quick`` uses N=2,000 and
+1 repeat.
 """
 
 from __future__ import annotations
@@ -54,16 +56,17 @@ def median_of(repeats: int, run: Callable[[], float]) -> float:
     return statistics.median(run() for _ in range(repeats))
 
 
-# -- ceiling: raw sqlite3 on the same table ------------------------------------------------
+# -- ceiling: raw SQLite (apsw) on the same table -----------------------------------------
 
 
 def raw_sqlite(n: int, per_tx: int) -> float:
     """Full cycles per second with ``per_tx`` jobs per transaction."""
-    import sqlite3
+    import apsw
 
     with tempfile.TemporaryDirectory() as folder:
-        conn = sqlite3.connect(Path(folder) / "raw.db", isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
+        db = apsw.Connection(str(Path(folder) / "raw.db"))  # autocommit: explicit BEGINs
+        conn = db.cursor()  # one cursor, reused, as the storage's driver does
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()
         conn.execute("PRAGMA synchronous = NORMAL")
         for statement in MIGRATIONS[0]:
             conn.execute(statement)
@@ -99,7 +102,7 @@ def raw_sqlite(n: int, per_tx: int) -> float:
                 conn.executemany(done, [(now, row[0], row[20]) for row in claimed])
                 conn.execute("COMMIT")
         elapsed = time.perf_counter() - started
-        conn.close()
+        db.close()
     return n / elapsed
 
 
@@ -293,16 +296,24 @@ def main() -> None:
     n, repeats = (2_000, 1) if args.quick else (args.n, args.repeats)
     import sqlite3
 
+    import apsw
+
     print(f"N={n:,} no-op jobs, concurrency {CONCURRENCY}, median of {repeats}")
-    print(f"SQLite {sqlite3.sqlite_version}, Python {sys.version.split()[0]}, pid {os.getpid()}")
+    print(
+        f"SQLite {apsw.sqlite_lib_version()} (apsw {apsw.apsw_version()}; the peers use "
+        f"Python's sqlite3, SQLite {sqlite3.sqlite_version}), Python {sys.version.split()[0]}, "
+        f"pid {os.getpid()}"
+    )
     print()
 
     figures: dict[str, float] = {}
-    figures["raw sqlite3, 1 op per transaction"] = median_of(repeats, lambda: raw_in_thread(n, 1))
-    figures["raw sqlite3, 100 jobs per transaction"] = median_of(
+    figures["raw SQLite (apsw), 1 op per transaction"] = median_of(
+        repeats, lambda: raw_in_thread(n, 1)
+    )
+    figures["raw SQLite (apsw), 100 jobs per transaction"] = median_of(
         repeats, lambda: raw_in_thread(n, 100)
     )
-    ceiling = figures["raw sqlite3, 100 jobs per transaction"]
+    ceiling = figures["raw SQLite (apsw), 100 jobs per transaction"]
     for mode, prefetch in (
         ("sequential", 0),
         ("concurrent", 0),

@@ -36,7 +36,7 @@ def blocks() -> list[pytest.param]:  # type: ignore[valid-type]
 @pytest.mark.parametrize("code", blocks())
 def test_example_runs(code: str, tmp_path: Path) -> None:
     if "hyperqueue_sqlite" in code:
-        pytest.importorskip("aiosqlite", reason="needs the sqlite extra")
+        pytest.importorskip("apsw", reason="needs the sqlite extra")
     if "hyperqueue_litestar" in code:
         pytest.importorskip("litestar", reason="needs the server extra")
     script = tmp_path / "example.py"

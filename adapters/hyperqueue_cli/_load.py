@@ -6,12 +6,16 @@ import importlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 import hyperqueue as hq
 
-__all__ = ["load_queue", "use_storage"]
+if TYPE_CHECKING:
+    from hyperqueue_litestar._config import StorageSettings
+
+__all__ = ["MEMORY_WARNING", "load_queue", "use_storage"]
 
 
 def load_queue(spec: str) -> hq.Queue:
@@ -50,13 +54,34 @@ def load_queue(spec: str) -> hq.Queue:
     return value
 
 
-def use_storage(queue: hq.Queue, db: Path | None) -> str:
-    """Put the queue on SQLite at ``db`` (or ./hyperqueue.db when the queue only has
-    memory storage); returns a description of where the state lives."""
-    if db is None and not isinstance(queue.storage, hq.MemoryStorage):
-        return repr(queue.storage)
+MEMORY_WARNING = (
+    "storage.kind = 'memory': jobs live in this process only; nothing survives a restart "
+    "and no other process (hyperqueue worker, another server) can reach them"
+)
+
+
+def use_storage(
+    queue: hq.Queue, settings: StorageSettings, db: Path | None
+) -> tuple[str, str | None]:
+    """Put the queue on the configured storage; returns where the state lives (for
+    people) and a warning to show, if any.
+
+    ``--db`` wins (SQLite at that file). A queue built with its own storage keeps it
+    unless the configuration's ``storage`` differs from the defaults. Otherwise
+    ``storage.kind`` decides: ``sqlite`` puts the queue on ``SQLiteStorage(storage.path)``
+    (``./hyperqueue.db`` by default), ``memory`` keeps it in this process.
+    """
+    from hyperqueue_litestar._config import StorageSettings
+
+    own = not isinstance(queue.storage, hq.MemoryStorage)
+    if db is None and own and settings == StorageSettings():
+        return repr(queue.storage), None
+    if db is None and settings.kind == "memory":
+        if own:
+            queue.storage = hq.MemoryStorage()
+        return "memory (this process only)", MEMORY_WARNING
     from hyperqueue_sqlite import SQLiteStorage
 
-    path = db if db is not None else Path("hyperqueue.db")
+    path = db if db is not None else Path(settings.path or "hyperqueue.db")
     queue.storage = SQLiteStorage(path)
-    return f"SQLite file {path.resolve()}"
+    return f"SQLite file {path.resolve()}", None

@@ -4,27 +4,39 @@
 ``worker`` runs workers alone, ``status`` and ``health`` ask a running server. SIGTERM
 or Ctrl-C drains: the server stops taking requests, running jobs finish (within the
 drain timeout), and the process exits 0.
+
+``serve`` and ``worker`` read the configuration (defaults, ``--config``, then
+``HYPERQUEUE_*`` variables, with or without ``--config``); options given on the command
+line win. ``status`` and ``health`` read the client variables ``HYPERQUEUE_URL`` and
+``HYPERQUEUE_API_KEY``, which are never configuration keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import hyperqueue as hq
 
 from ._load import load_queue, use_storage
+
+if TYPE_CHECKING:
+    from hyperqueue_litestar._config import Config
+
+    from ._server import ServerPlan
 
 __all__ = ["load_queue", "main"]
 
@@ -37,40 +49,31 @@ def main() -> None:
     """hyperqueue: background jobs, served over HTTP or run by workers."""
 
 
-def _queue(app: str | None, db: Path | None) -> tuple[hq.Queue, str]:
+def _queue(app: str | None) -> hq.Queue:
     if app is None:
         from hyperqueue_litestar import demo_queue
 
-        queue = demo_queue()
-    else:
-        queue = load_queue(app)
-    return queue, use_storage(queue, db)
+        return demo_queue()
+    return load_queue(app)
 
 
-def _config(path: Path | None) -> Any:
-    """The server configuration from ``--config`` (see the configuration guide)."""
-    if path is None:
-        return None
+def _config(path: Path | None) -> Config:
+    """The configuration: the defaults, then ``--config`` when given, then the
+    ``HYPERQUEUE_*`` variables (always; the client commands' own are skipped)."""
+    from hyperqueue_litestar._config import ConfigError, load_config
+
     try:
-        from hyperqueue_litestar import _config
-    except ImportError as exc:  # pragma: no cover - the configuration module ships with it
-        raise click.UsageError(f"--config needs hyperqueue_litestar._config: {exc}") from exc
-    load = getattr(_config, "load_config", None)
-    if load is None:  # pragma: no cover
-        raise click.UsageError("this version cannot read configuration files")
-    try:
-        return load(path)
-    except hq.HyperqueueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from None
+        return load_config(path)
+    except ConfigError as exc:
+        if path is not None:
+            raise click.BadParameter(str(exc), param_hint="--config") from None
+        raise click.UsageError(f"invalid configuration: {exc}") from None
 
 
-def _setting(config: Any, section: str, name: str, given: Any, default: Any) -> Any:
-    """A command-line value wins over the file's, which wins over the default."""
-    if given is not None:
-        return given
-    part = getattr(config, section, None) if config is not None else None
-    value = getattr(part, name, None) if part is not None else None
-    return default if value is None else value
+_CONFIG_HELP = (
+    "TOML file; HYPERQUEUE_* variables override it (and apply without it too); "
+    "options given here win."
+)
 
 
 @main.command()
@@ -91,7 +94,7 @@ def _setting(config: Any, section: str, name: str, given: Any, default: Any) -> 
     "--config",
     "config_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="TOML file (HYPERQUEUE_* variables override it); options given here win.",
+    help=_CONFIG_HELP,
 )
 @click.option(
     "--server",
@@ -108,6 +111,12 @@ def _setting(config: Any, section: str, name: str, given: Any, default: Any) -> 
     help="Serve with no API keys on an address beyond loopback (anyone who can reach "
     "it can run jobs).",
 )
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Build the server from the options, the file and the environment, print what "
+    "it would run and exit 0, without listening or opening the database.",
+)
 def serve(
     app: str | None,
     db: Path | None,
@@ -118,67 +127,28 @@ def serve(
     config_path: Path | None,
     server_kind: str,
     allow_open: bool,
+    check: bool,
 ) -> None:
     """Serve APP (module:queue) over HTTP with its workers; with no APP, demo tasks.
 
-    State is kept in --db, or ./hyperqueue.db when the queue has no storage of its own.
+    State is kept in --db, else where storage.* says (./hyperqueue.db by default); a
+    queue built with its own storage keeps it unless storage.* is configured.
     """
-    import uvicorn
-
-    from hyperqueue_litestar import (
-        Audit,
-        Auth,
-        Config,
-        HyperqueuePlugin,
-        MemoryAuditSink,
-        Metrics,
-        RateLimitMiddleware,
-        SQLiteAuditSink,
-        create_app,
-    )
-    from hyperqueue_litestar._config import MemoryConfigStore
-    from hyperqueue_litestar._config_routes import ConfigApi
-    from hyperqueue_sqlite import ConfigStore, SQLiteStorage
+    from ._server import build_server
 
     config = _config(config_path)
-    host = _setting(config, "server", "host", host, "127.0.0.1")
-    port = _setting(config, "server", "port", port, 8000)
-    concurrency = _setting(config, "workers", "concurrency", concurrency, 10)
-    max_body = _setting(config, "server", "max_body_bytes", None, 10_000_000)
-    drain_timeout = _setting(config, "workers", "drain_timeout", drain_timeout, 30.0)
-    lease = _setting(config, "workers", "lease", None, 30.0)
-    if db is None and config is not None and config.storage.kind == "sqlite":
-        db = Path(config.storage.path)
-    queue, where = _queue(app, db)
-    settings = config if config is not None else Config()
-    auth = Auth.from_config(queue, settings, max_body_size=max_body)
-    limits = RateLimitMiddleware(queue, settings.rate_limits)
-    metrics = Metrics(queue, slow_request_ms=settings.server.slow_request_ms)
-    storage = queue.storage
-    sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
-    audit_sink = SQLiteAuditSink(sqlite) if sqlite else MemoryAuditSink()
-    # API keys, tenant quotas, rate limits and the slow-request threshold change live:
-    # through the API (admin) or by editing --config, which is watched.
-    config_api = ConfigApi(
-        queue,
-        settings,
-        store=ConfigStore(sqlite) if sqlite else MemoryConfigStore(),
-        targets=[auth, limits, metrics],
-        guards=[auth.guard],
+    plan = build_server(
+        config,
+        _queue(app),
+        db=db,
+        host=host,
+        port=port,
+        concurrency=concurrency,
+        drain_timeout=drain_timeout,
         watch=config_path,
     )
-    litestar_app = create_app(
-        queue,
-        concurrency=concurrency,
-        lease=lease,
-        drain_timeout=drain_timeout,
-        max_body_size=max_body,
-        guards=[auth.guard],
-        middleware=[auth.middleware, limits],
-        plugins=[metrics, Audit(queue, audit_sink, guards=[auth.guard]), config_api],
-    )
-    plugin = litestar_app.plugins.get(HyperqueuePlugin)
-
+    host, port = plan.host, plan.port
+    auth, plugin = plan.auth, plan.plugin
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if auth.open and not loopback and not allow_open:
         raise click.ClickException(
@@ -186,6 +156,15 @@ def serve(
             "configure [[keys]] in --config (see docs/guides/security.md) or pass --allow-open"
         )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    if check:
+        click.echo(f"hyperqueue serve would listen on http://{shown}:{port}")
+        for line in _banner(plan, loopback):
+            click.echo(line)
+        return
+
+    import uvicorn
+
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -194,31 +173,15 @@ def serve(
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     bound = sock.getsockname()[1]
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
 
     console = Console(stderr=True)
     console.print(f"hyperqueue serving on http://{shown}:{bound}", soft_wrap=True)
-    console.print(
-        f"  tasks: {', '.join(sorted(queue.tasks)) or 'none'}; state: {where}; "
-        f"workers: {concurrency}",
-        soft_wrap=True,
-    )
-    if not auth.open:
-        console.print(f"  API keys: {len(settings.keys)} configured", soft_wrap=True)
-    elif loopback:
-        console.print(
-            "  [yellow]no API keys configured: the API is open; keep it on loopback[/yellow]",
-            soft_wrap=True,
-        )
-    else:
-        console.print(
-            "  [bold red]no API keys configured and listening beyond loopback (--allow-open):"
-            " anyone who can reach it can run jobs[/bold red]",
-            soft_wrap=True,
-        )
+    for line in _banner(plan, loopback, markup=True):
+        console.print(line, soft_wrap=True, highlight=False)
+    drain_timeout = plan.workers.drain_timeout
 
     if server_kind == "hypercorn":
-        _serve_hypercorn(litestar_app, sock, plugin.shutting_down, drain_timeout)
+        _serve_hypercorn(plan.app, sock, plugin.shutting_down, drain_timeout)
         console.print("hyperqueue stopped: workers drained")
         return
 
@@ -240,7 +203,7 @@ def serve(
 
     server = Server(
         uvicorn.Config(
-            litestar_app,
+            plan.app,
             lifespan="on",
             log_level="warning",
             access_log=False,
@@ -255,6 +218,41 @@ def serve(
     if not server.started:
         raise SystemExit(1)
     console.print("hyperqueue stopped: workers drained")
+
+
+def _banner(plan: ServerPlan, loopback: bool, *, markup: bool = False) -> list[str]:
+    """What the server runs, a line each (the first line, the address, is the caller's)."""
+    from ._server import describe_workers
+
+    def colour(text: str, style: str) -> str:
+        return f"[{style}]{escape(text)}[/{style}]" if markup else text
+
+    def plain(text: str) -> str:
+        return escape(text) if markup else text
+
+    queue = plan.queue
+    lines = [
+        plain(f"  tasks: {', '.join(sorted(queue.tasks)) or 'none'}; state: {plan.state}"),
+        plain(f"  workers: {describe_workers(plan.workers)}"),
+    ]
+    if plan.retention is not None:
+        lines.append(plain(f"  retention: {plan.retention.describe()}"))
+    if not plan.auth.open:
+        lines.append(plain(f"  API keys: {len(plan.config.keys)} configured"))
+    elif loopback:
+        lines.append(
+            colour("  no API keys configured: the API is open; keep it on loopback", "yellow")
+        )
+    else:
+        lines.append(
+            colour(
+                "  no API keys configured and listening beyond loopback (--allow-open):"
+                " anyone who can reach it can run jobs",
+                "bold red",
+            )
+        )
+    lines.extend(colour(f"  warning: {warning}", "yellow") for warning in plan.warnings)
+    return lines
 
 
 def _serve_hypercorn(
@@ -339,28 +337,73 @@ def config_validate(file: Path, no_env: bool) -> None:
 @main.command()
 @click.argument("app")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file.")
-@click.option("--concurrency", type=click.IntRange(1, 10_000), default=10, show_default=True)
-@click.option("--drain-timeout", type=click.FloatRange(0, 3600), default=30.0, show_default=True)
-def worker(app: str, db: Path | None, concurrency: int, drain_timeout: float) -> None:
-    """Run workers for APP (module:queue) with no HTTP, until SIGTERM or Ctrl-C."""
+@click.option("--concurrency", type=click.IntRange(1, 10_000), default=None, help="[default: 10]")
+@click.option(
+    "--drain-timeout", type=click.FloatRange(0, 3600), default=None, help="Seconds. [default: 30]"
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help=_CONFIG_HELP,
+)
+def worker(
+    app: str,
+    db: Path | None,
+    concurrency: int | None,
+    drain_timeout: float | None,
+    config_path: Path | None,
+) -> None:
+    """Run workers for APP (module:queue) with no HTTP, until SIGTERM or Ctrl-C.
+
+    Takes storage.*, workers.* and the tenants' max_running from the configuration,
+    as `serve` does (the server's own keys, limits and retention are the server's).
+    """
     import anyio
 
-    queue, where = _queue(app, db)
-    Console(stderr=True).print(
-        f"hyperqueue worker: {concurrency} runners; tasks: {', '.join(sorted(queue.tasks))}; "
-        f"state: {where}",
+    from ._server import describe_workers, worker_settings
+
+    config = _config(config_path)
+    queue = _queue(app)
+    where, warning = use_storage(queue, config.storage, db)
+    settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
+    if config.tenants:
+        queue.tenant_limits = {name: q.max_running for name, q in config.tenants.items()}
+    console = Console(stderr=True)
+    console.print(
+        f"hyperqueue worker: {settings.concurrency} runners; "
+        f"tasks: {', '.join(sorted(queue.tasks))}; state: {where}\n"
+        f"  workers: {describe_workers(settings)}",
         soft_wrap=True,
+        markup=False,
+        highlight=False,
     )
+    if warning:
+        console.print(f"warning: {warning}", soft_wrap=True, markup=False, style="yellow")
 
     async def run() -> None:
-        await hq.run_worker(queue, concurrency=concurrency, drain_timeout=drain_timeout)
+        async with queue:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as received:
+                async with queue.worker(
+                    concurrency=settings.concurrency,
+                    queues=settings.queues,
+                    lease=settings.lease,
+                    drain_timeout=settings.drain_timeout,
+                    prefetch=settings.prefetch,
+                ):
+                    async for _ in received:
+                        break
 
     anyio.run(run, backend="asyncio")
 
 
 def _get(url: str, path: str) -> httpx.Response:
+    """GET from a running server, with the key in ``HYPERQUEUE_API_KEY`` when it is set
+    (a client variable: ``serve`` does not read it as configuration)."""
+    key = os.environ.get("HYPERQUEUE_API_KEY", "").strip()
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        return httpx.get(url.rstrip("/") + path, timeout=10.0)
+        return httpx.get(url.rstrip("/") + path, headers=headers, timeout=10.0)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach {url}: {exc}") from None
 

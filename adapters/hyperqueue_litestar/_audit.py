@@ -9,8 +9,8 @@ access, rate-limit hits) arrive as events on the queue's bus. A client that caus
 a :class:`SuspiciousActivity` event and a ``security.suspicious`` record.
 
 Sinks are a small protocol: :class:`MemoryAuditSink`, and :class:`SQLiteAuditSink`
-writing the ``audit_log`` table of the job database (``sqlite3`` in a worker thread, the
-file opened and migrated as ``SQLiteStorage`` opens it).
+writing the ``audit_log`` table of the job database (one connection in a worker thread,
+the file opened and migrated as ``SQLiteStorage`` opens it).
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class SQLiteAuditSink:
         await self._db.aclose()
 
     async def _call(self, doing: str, sql: str, params: tuple[object, ...]) -> list[Any]:
-        return await self._db.call(doing, sql, params)
+        return await self._db.query(doing, sql, params)
 
     async def write(self, record: AuditRecord) -> int:
         rows = await self._call(

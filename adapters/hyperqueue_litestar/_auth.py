@@ -36,7 +36,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 import hyperqueue as hq
 from hyperqueue._clock import Clock, SystemClock
@@ -202,13 +202,11 @@ class Auth:
     """API keys, roles and tenant confinement for one app.
 
     ``keys`` are the configured :class:`ApiKey` (or a :class:`KeyRing`); ``tenants``
-    their quotas. ``queue`` is the served queue (its clock times key usage and quota
-    caching, its event bus carries :class:`AuthenticationFailed` and
-    :class:`AccessDenied`). ``quota_max_age`` (default 1.0 s) is how long a tenant's
-    counted jobs are reused before storage is asked again; submissions accepted
-    meanwhile are added to the figure, so only other processes' changes can be missed
-    for that long. ``max_body_size`` (10,000,000 bytes) bounds how much of a submission
-    is read to set its tenant; a larger body goes on untouched to get its 413.
+    their quotas, which the storage enforces (see :meth:`_cap_running`). ``queue`` is the
+    served queue (its clock times key usage, its event bus carries
+    :class:`AuthenticationFailed` and :class:`AccessDenied`). ``max_body_size``
+    (10,000,000 bytes) bounds how much of a submission is read to set its tenant; a
+    larger body goes on untouched to get its 413.
     """
 
     def __init__(
@@ -218,19 +216,19 @@ class Auth:
         keys: Sequence[ApiKey] | KeyRing = (),
         tenants: Mapping[str, TenantQuota] | None = None,
         api_prefix: str = "/api/v1",
-        quota_max_age: float = 1.0,
         max_body_size: int = 10_000_000,
     ) -> None:
         self.queue = queue
+        # the host app's own caps: the server's tenant quotas add to them, never replace
+        self._host_running = dict(queue.tenant_limits)
+        self._host_queued = dict(queue.tenant_quotas)
         self.clock = queue.clock
         self.keys = keys if isinstance(keys, KeyRing) else KeyRing(keys, clock=queue.clock)
         self.tenants: dict[str, TenantQuota] = dict(tenants or {})
         self._cap_running()
         self.api_prefix = "/" + api_prefix.strip("/")
-        self.quota_max_age = quota_max_age
         self.max_body_size = max_body_size
         self._routes = _TenantRoutes(self.api_prefix)
-        self._counts: dict[str, tuple[float, int, int]] = {}  # tenant: (at, pending, running)
         self.middleware = _AuthMiddleware(self)
         # A plain function, not a bound method: Litestar deep-copies the guards it is
         # given, and a copied bound method would carry a copy of this object (and of
@@ -258,13 +256,19 @@ class Auth:
         ring.carry_usage(self.keys)
         self.keys = ring
         self.tenants = dict(config.tenants)
-        self._counts.clear()
         self._cap_running()
 
     def _cap_running(self) -> None:
-        """``max_running`` is enforced where jobs start: the queue's workers defer a job
-        while its tenant already runs that many (``Queue.tenant_limits``)."""
-        self.queue.tenant_limits = {name: q.max_running for name, q in self.tenants.items()}
+        """Both quotas are enforced by the storage, across every process: ``max_running``
+        where jobs are claimed (``Queue.tenant_limits``), ``max_queued`` where they are
+        enqueued (``Queue.tenant_quotas``, a :class:`hyperqueue.QuotaExceeded` answers
+        429). Where the host app set its own cap for a tenant, the lower one holds."""
+        self.queue.tenant_limits = _tighter(
+            self._host_running, {name: q.max_running for name, q in self.tenants.items()}
+        )
+        self.queue.tenant_quotas = _tighter(
+            self._host_queued, {name: q.max_queued for name, q in self.tenants.items()}
+        )
 
     def usage(self) -> list[KeyUsage]:
         return self.keys.usage()
@@ -321,47 +325,6 @@ class Auth:
                     detail=detail,
                 )
             )
-
-    # -- tenants -----------------------------------------------------------------------
-
-    async def tenant_counts(self, tenant: str) -> tuple[int, int]:
-        """(pending, running) jobs of ``tenant``, counted in storage at most every
-        ``quota_max_age`` seconds, and only as far as its quota needs."""
-        now = self.clock.now()
-        cached = self._counts.get(tenant)
-        if cached is not None and now - cached[0] < self.quota_max_age:
-            return cached[1], cached[2]
-        quota = self.tenants.get(tenant, TenantQuota())
-        pending = await self._count(tenant, hq.JobStatus.PENDING, quota.max_queued)
-        running = await self._count(tenant, hq.JobStatus.RUNNING, quota.max_running)
-        self._counts[tenant] = (now, pending, running)
-        return pending, running
-
-    async def _count(self, tenant: str, status: hq.JobStatus, cap: int) -> int:
-        count, cursor = 0, None
-        while True:
-            page = await self.queue.list_jobs(
-                status=status, tenant=tenant, cursor=cursor, limit=min(cap + 1, 1000)
-            )
-            count += len(page.items)
-            cursor = page.next_cursor
-            if cursor is None or count > cap:
-                return count
-
-    def _accepted(self, tenant: str, n: int) -> None:
-        cached = self._counts.get(tenant)
-        if cached is not None:
-            self._counts[tenant] = (cached[0], cached[1] + n, cached[2])
-
-    async def over_quota(self, tenant: str, n: int) -> tuple[str, int, int] | None:
-        """The quota ``n`` more submissions of ``tenant`` would break: (name, limit, now)."""
-        quota = self.tenants.get(tenant)
-        if quota is None:
-            return None
-        pending, _ = await self.tenant_counts(tenant)
-        if pending + n > quota.max_queued:
-            return "max_queued", quota.max_queued, pending
-        return None
 
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
@@ -446,7 +409,6 @@ class _AuthMiddleware(ASGIMiddleware):
             if size > auth.max_body_size:
                 break
         body = b"".join(chunks)
-        count = 1
         if not more:
             try:
                 document = msgspec.json.decode(body)
@@ -462,18 +424,6 @@ class _AuthMiddleware(ASGIMiddleware):
                     item["tenant"] = tenant
             if items:
                 body = msgspec.json.encode(document)
-                count = len(items)
-                over = await auth.over_quota(tenant, count)
-                if over is not None:
-                    name, limit, current = over
-                    await send_json(
-                        send,
-                        429,
-                        f"tenant {tenant!r} is over its {name} quota of {limit} jobs "
-                        f"({current} now)",
-                        extra={"tenant": tenant, "quota": name, "limit": limit, "current": current},
-                    )
-                    return
             scope["headers"] = [
                 (k, v) for k, v in scope["headers"] if k.lower() != b"content-length"
             ] + [(b"content-length", str(len(body)).encode())]
@@ -486,17 +436,15 @@ class _AuthMiddleware(ASGIMiddleware):
                 return {"type": "http.request", "body": body, "more_body": more}
             return await receive()
 
-        status = 0
+        await next_app(scope, replay, send)
 
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
 
-        await next_app(scope, replay, watch)
-        if 200 <= status < 300:
-            auth._accepted(tenant, count)
+def _tighter(*caps: Mapping[str, int]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for each in caps:
+        for tenant, cap in each.items():
+            merged[tenant] = min(cap, merged.get(tenant, cap))
+    return merged
 
 
 def _force_query(query: bytes, tenant: str) -> bytes:

@@ -10,8 +10,14 @@ Sources, weakest first: the defaults below, a TOML file, then environment variab
 ``HYPERQUEUE_<SECTION>__<KEY>`` (``HYPERQUEUE_WORKERS__CONCURRENCY=20``). An environment
 value is taken as text and converted to the field's type (``"20"`` to ``20``,
 ``"true"`` to ``True``); a value that starts with ``[`` or ``{`` is read as JSON, so lists
-and tables can come from the environment too. Every error is one :class:`ConfigError`
-that names the key path and the source: the file, or the environment variable.
+and tables can come from the environment too. The client commands' own variables
+(:data:`CLIENT_ENV_VARS`: ``HYPERQUEUE_URL``, ``HYPERQUEUE_API_KEY``) are not
+configuration keys and the environment layer skips them. Every error is one
+:class:`ConfigError` that names the key path and the source: the file, or the
+environment variable.
+
+Every key that validates takes effect (``hyperqueue serve`` wires each one, see the
+configuration guide); a key nothing could honour is refused, not accepted and ignored.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from hyperqueue import HyperqueueError
 from hyperqueue._clock import Clock, SystemClock
 
 __all__ = [
+    "CLIENT_ENV_VARS",
     "ApiKey",
     "Config",
     "ConfigChange",
@@ -63,8 +70,26 @@ __all__ = [
 logger = logging.getLogger("hyperqueue.config")
 
 ENV_PREFIX = "HYPERQUEUE_"
+CLIENT_ENV_VARS = ("HYPERQUEUE_URL", "HYPERQUEUE_API_KEY")
+"""Variables the client commands read (``hyperqueue status``, ``health``: the server's
+URL and the API key to send), not configuration keys: the environment layer skips them,
+so one shell can set them and still run ``hyperqueue serve``. With another
+``env_prefix`` the same names after that prefix are skipped."""
+_CLIENT_KEYS = frozenset(name.removeprefix(ENV_PREFIX) for name in CLIENT_ENV_VARS)
 Role = Literal["admin", "operator", "viewer"]
-StorageKind = Literal["memory", "sqlite", "postgres"]
+StorageKind = Literal["memory", "sqlite"]
+_PLANNED_STORAGE = {
+    "postgres": "'postgres' is not implemented yet; use 'sqlite' (one host, several "
+    "processes) or 'memory' (one process, nothing kept)",
+}
+"""Storage kinds the design names but no adapter implements: refused with this reason
+(rather than accepted and served from SQLite)."""
+_RETIRED = {
+    ("storage", "dsn"): "removed: only a 'postgres' storage would use it, and that is not "
+    "implemented yet",
+}
+"""Keys that were accepted once but never took effect: refused with this reason, and
+dropped from stored versions so the history still reads."""
 Format = Literal["toml", "json"]
 
 _MiB = 1024 * 1024
@@ -115,34 +140,36 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Which backend holds the jobs: one SQLite file by default (``hyperqueue.db``).
 
-    ``sqlite`` needs ``path``, ``postgres`` needs ``dsn``; ``memory`` keeps nothing
-    across a restart.
+    ``sqlite`` keeps the jobs in the file at ``path`` (required), shared by the server
+    and ``hyperqueue worker`` processes on the same host; ``memory`` keeps them in the
+    server's process only: nothing survives a restart and no other process can reach
+    them. ``postgres`` is refused: it is not implemented yet.
     """
 
     kind: StorageKind = "sqlite"
     path: str | None = "hyperqueue.db"
-    dsn: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "sqlite" and not self.path:
             raise ValueError("`path`: required when kind is 'sqlite'")
-        if self.kind == "postgres" and not self.dsn:
-            raise ValueError("`dsn`: required when kind is 'postgres'")
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The server's own worker pool.
+    """The worker pool of ``hyperqueue serve`` (and of ``hyperqueue worker``).
 
-    ``concurrency`` default 10 (1 to 10,000); ``lease`` default 30 s (0 < lease <= 3,600):
-    a job whose worker stops renewing it runs again after that; ``drain_timeout`` default
-    30 s (0 to 3,600) to finish in-flight jobs on shutdown; ``prefetch`` default 0 (at most
-    10,000) jobs claimed ahead of free slots.
+    ``concurrency`` default 10 (1 to 10,000) jobs at once; ``queues`` the queues the pool
+    takes jobs from (default unset: every queue; a job on another queue stays pending for
+    some other worker); ``lease`` default 30 s (0 < lease <= 3,600): a job whose worker
+    stops renewing it runs again after that; ``drain_timeout`` default 30 s (0 to 3,600)
+    to finish in-flight jobs on shutdown; ``prefetch`` default 0 (at most 10,000) jobs
+    claimed ahead of free slots.
     """
 
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 10
-    queues: Annotated[
-        list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)
-    ] = msgspec.field(default_factory=lambda: ["default"])
+    queues: (
+        Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)]
+        | None
+    ) = None
     lease: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     drain_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
     prefetch: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
@@ -207,13 +234,20 @@ def _check_limit(where: str, limit: str) -> None:
 
 
 class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """When finished jobs go: pruned after ``max_age_days`` (default 30, at most 3,650),
-    archived first to ``archive_dir`` when set; writes stop being accepted below
-    ``min_free_disk_mb`` free (default 1,024)."""
+    """When finished jobs go (SQLite storage; ``hyperqueue serve`` runs it as a
+    supervised service every ``interval_seconds``, default 3,600, at most 86,400).
+
+    Finished jobs (completed, failed, cancelled) are pruned ``max_age_days`` after they
+    finished (default 30, at most 3,650), archived first to gzip JSON-lines files in
+    ``archive_dir`` when it is set. When the database's file system has less than
+    ``min_free_disk_mb`` MiB free (default 1,024; 0 turns the check off), finished jobs
+    are kept one hour only and the file is vacuumed to give the space back.
+    """
 
     max_age_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 30.0
-    archive_dir: str | None = None
+    archive_dir: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     min_free_disk_mb: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 3600.0
 
 
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -311,7 +345,33 @@ class _Sources:
         return self.base
 
 
+def _refuse_unusable(document: dict[str, Any], sources: _Sources) -> None:
+    """Keys and values the schema once took but nothing honours: a clear refusal."""
+    kind = _lookup(document, ["storage", "kind"])
+    if isinstance(kind, str) and kind in _PLANNED_STORAGE:
+        steps: list[str | int] = ["storage", "kind"]
+        raise ConfigError(_PLANNED_STORAGE[kind], path=_join(steps), source=sources.of(steps))
+    for retired, reason in _RETIRED.items():
+        steps = list(retired)
+        value = _lookup(document, steps)
+        if value is None:  # null (an older JSON export): it carried nothing
+            _lookup(document, steps[:-1]).pop(steps[-1])
+        elif value is not _MISSING:
+            raise ConfigError(reason, path=_join(steps), source=sources.of(steps))
+
+
+def _drop_retired(document: Any) -> Any:
+    """A stored document without the keys in :data:`_RETIRED` (older versions have them)."""
+    if isinstance(document, dict):
+        for steps in _RETIRED:
+            parent = _lookup(document, list(steps[:-1]))
+            if isinstance(parent, dict):
+                parent.pop(steps[-1], None)
+    return document
+
+
 def _convert(document: dict[str, Any], sources: _Sources) -> Config:
+    _refuse_unusable(document, sources)
     # Dict keys show as [...] in msgspec's paths: check tenants one by one first, so an
     # error names the tenant.
     tenants = document.get("tenants")
@@ -385,6 +445,8 @@ def _env_layer(
     for name in sorted(env):
         if not name.startswith(prefix) or len(name) == len(prefix):
             continue
+        if name[len(prefix) :] in _CLIENT_KEYS:
+            continue  # HYPERQUEUE_URL and the like: the client commands', not a key
         steps = [part.lower() for part in name[len(prefix) :].split("__")]
         if not all(steps):
             raise ConfigError(
@@ -639,7 +701,14 @@ class ConfigHistory:
 
     def _version(self, row: Row) -> ConfigVersion:
         version, created_at, author, comment, document = row
-        config = read_config(document, format="json", source=f"stored version {version}")
+        source = f"stored version {version}"
+        try:
+            decoded = msgspec.json.decode(document)
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"not valid JSON ({exc})", source=source) from None
+        if not isinstance(decoded, dict):
+            raise ConfigError("expected an object at the top level", source=source)
+        config = parse_config(_drop_retired(decoded), source=source)
         return ConfigVersion(
             version=version, created_at=created_at, author=author, comment=comment, config=config
         )

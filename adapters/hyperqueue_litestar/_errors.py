@@ -23,6 +23,7 @@ from hyperqueue import (
     JobTimeout,
     ModeRefused,
     OptionError,
+    QuotaExceeded,
     RateLimitExceeded,
     StorageError,
     UnknownTask,
@@ -37,6 +38,7 @@ STATUS_BY_ERROR: dict[type[HyperqueueError], int] = {
     OptionError: 422,
     InvalidTransition: 409,
     RateLimitExceeded: 429,
+    QuotaExceeded: 429,
     ModeRefused: 503,
     CircuitOpenError: 503,
     StorageError: 503,
@@ -67,6 +69,13 @@ def _extra(exc: HyperqueueError) -> dict[str, Any] | None:
         return {"job_id": exc.job_id}
     if isinstance(exc, ModeRefused):
         return {"mode": str(exc.mode), "operation": str(exc.operation)}
+    if isinstance(exc, QuotaExceeded):
+        return {
+            "tenant": exc.tenant,
+            "quota": "max_queued",
+            "limit": exc.limit,
+            "current": exc.queued,
+        }
     return None
 
 

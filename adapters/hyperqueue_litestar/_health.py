@@ -23,11 +23,14 @@ from ._schemas import HealthBody
 if TYPE_CHECKING:
     from ._plugin import HyperqueuePlugin
 
-__all__ = ["health_routes", "standard_checks"]
+__all__ = ["UNSERVED_AFTER", "health_routes", "standard_checks"]
+
+UNSERVED_AFTER = 60.0
+"""Seconds a job may wait for a worker that knows its task before health says so."""
 
 
 def standard_checks(plugin: HyperqueuePlugin) -> None:
-    """Add ``storage``, ``queue_depth``, ``workers`` and ``memory`` to the registry;
+    """Add ``storage``, ``queue_depth``, ``workers``, ``unserved`` and ``memory`` to the registry;
     only storage and workers are critical (their failure makes the server unhealthy)."""
     queue = plugin.queue
     health = plugin.health
@@ -64,6 +67,24 @@ def standard_checks(plugin: HyperqueuePlugin) -> None:
             message=f"{stats.running} of {stats.concurrency} runners busy",
         )
 
+    async def unserved() -> hq.CheckResult | None:
+        """Degraded while a job waits longer than ``unserved_after`` for a worker that
+        knows its task (no live pool on the storage registered it)."""
+        waiting = await queue.unserved()
+        now = queue.clock.now()
+        late = [
+            item
+            for item in waiting
+            if item.oldest_run_at is not None and now - item.oldest_run_at > UNSERVED_AFTER
+        ]
+        if not late:
+            return hq.CheckResult(status=hq.HealthStatus.HEALTHY, message="every task is served")
+        names = ", ".join(sorted({f"{i.task!r} ({i.pending} in {i.queue!r})" for i in late}))
+        return hq.CheckResult(
+            status=hq.HealthStatus.DEGRADED,
+            message=f"jobs wait for a worker that knows their task: {names}",
+        )
+
     async def memory() -> hq.CheckResult | None:
         used = resident_bytes()
         limit = plugin.max_memory_bytes
@@ -76,6 +97,7 @@ def standard_checks(plugin: HyperqueuePlugin) -> None:
         ("storage", storage, True),
         ("queue_depth", queue_depth, False),
         ("workers", workers, True),
+        ("unserved", unserved, False),
         ("memory", memory, False),
     )
     for name, check, critical in checks:

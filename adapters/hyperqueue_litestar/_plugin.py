@@ -11,10 +11,10 @@ authentication, metrics and rate limits can be layered on without touching it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 
+import msgspec
 from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
@@ -36,8 +36,6 @@ DEFAULT_MAX_BODY_SIZE = 10_000_000
 
 _logger = logging.getLogger("hyperqueue.server")
 
-_fresh: ContextVar[set[str] | None] = ContextVar("hyperqueue_fresh_jobs", default=None)
-
 
 class HyperqueuePlugin(InitPlugin):
     """Serve ``queue`` from a Litestar app.
@@ -45,11 +43,13 @@ class HyperqueuePlugin(InitPlugin):
     Options (keyword-only):
 
     - ``workers`` (default True): run a worker pool in the app's process, with
-      ``concurrency`` runners (default 10), ``lease`` (30 s), ``queues`` (all) and
-      ``drain_timeout`` (30 s: how long shutdown lets running jobs finish).
+      ``concurrency`` runners (default 10), ``lease`` (30 s), ``queues`` (all),
+      ``drain_timeout`` (30 s: how long shutdown lets running jobs finish) and
+      ``prefetch`` (0: jobs claimed beyond ``concurrency``, see ``Queue.worker``).
     - ``api_prefix`` (``"/api/v1"``) and ``health_path`` (``"/health"``).
     - ``max_body_size``: bytes a request body may have (10,000,000), else 413.
-    - ``templates``: named :class:`JobTemplate` defaults a submission may refer to.
+    - ``templates``: named :class:`JobTemplate` defaults a submission may refer to;
+      they are defined on the queue (``queue.template``), next to the host's own.
     - ``health``: a :class:`hyperqueue.Health` registry to serve (one is made); the
       plugin adds checks named ``storage``, ``queue_depth`` and ``workers`` unless
       names are taken, and ``memory``. ``max_queue_depth`` (10,000 pending) makes
@@ -81,6 +81,7 @@ class HyperqueuePlugin(InitPlugin):
         "max_queue_depth",
         "middleware",
         "modes",
+        "prefetch",
         "queue",
         "queues",
         "ready",
@@ -101,6 +102,7 @@ class HyperqueuePlugin(InitPlugin):
         lease: float = 30.0,
         queues: Sequence[str] | None = None,
         drain_timeout: float = 30.0,
+        prefetch: int = 0,
         api_prefix: str = "/api/v1",
         health_path: str = "/health",
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
@@ -133,10 +135,13 @@ class HyperqueuePlugin(InitPlugin):
         self.lease = lease
         self.queues = tuple(queues) if queues is not None else None
         self.drain_timeout = drain_timeout
+        self.prefetch = prefetch
         self.api_prefix = "/" + api_prefix.strip("/")
         self.health_path = "/" + health_path.strip("/")
         self.max_body_size = max_body_size
         self.templates: dict[str, JobTemplate] = dict(templates or {})
+        for name, template in self.templates.items():
+            queue.template(name, **msgspec.structs.asdict(template))
         self.health = health if health is not None else hq.Health(clock=queue.clock)
         self.max_queue_depth = max_queue_depth
         self.health_max_age = health_max_age
@@ -153,11 +158,6 @@ class HyperqueuePlugin(InitPlugin):
         self.ready = False
         self.started_at = queue.clock.now()
         standard_checks(self)
-        if queue.events.stats().history_limit == 0:
-            _logger.warning(
-                "the queue's EventBus keeps no history: event streams cannot resume after "
-                "a reconnect; create the queue with events=hq.EventBus(history=10_000)"
-            )
 
     # -- Litestar ------------------------------------------------------------------
 
@@ -179,7 +179,7 @@ class HyperqueuePlugin(InitPlugin):
             [
                 Router(
                     path=self.api_prefix,
-                    route_handlers=api_routes(self),
+                    route_handlers=api_routes(queue, self.modes, self.streams.route(self.modes)),
                     guards=self.guards,
                     tags=["jobs"],
                     request_max_body_size=self.max_body_size,
@@ -196,8 +196,7 @@ class HyperqueuePlugin(InitPlugin):
         streams, drain the pool (running jobs finish within ``drain_timeout``), close."""
         queue = self.queue
         async with AsyncExitStack() as stack:
-            await stack.enter_async_context(queue)  # runs the event bus too
-            stack.callback(queue.events.subscribe(_note_fresh, hq.JobEnqueued, name="http"))
+            await stack.enter_async_context(queue)  # runs the event bus and its relay too
             if self.workers:
                 self.worker = await stack.enter_async_context(
                     queue.worker(
@@ -205,6 +204,8 @@ class HyperqueuePlugin(InitPlugin):
                         queues=self.queues,
                         lease=self.lease,
                         drain_timeout=self.drain_timeout,
+                        prefetch=self.prefetch,
+                        modes=self.modes,
                     )
                 )
             self.started_at = queue.clock.now()
@@ -221,32 +222,3 @@ class HyperqueuePlugin(InitPlugin):
         once and open event streams end, so the server is not kept waiting on them."""
         self.ready = False
         self.streams.close_all()
-
-    # -- what the routes share ---------------------------------------------------------
-
-    def template(self, name: str) -> JobTemplate:
-        template = self.templates.get(name)
-        if template is None:
-            known = ", ".join(sorted(self.templates)) or "none are defined"
-            raise hq.OptionError("template", f"unknown template {name!r}; known: {known}")
-        return template
-
-
-def _note_fresh(event: hq.JobEnqueued) -> None:
-    """Runs inline in the enqueuing task: records which jobs a request created, so
-    the route tells a new job (201) from the one an idempotency key found (200)."""
-    box = _fresh.get()
-    if box is not None:
-        box.add(event.job.id)
-
-
-@contextmanager
-def recording_fresh() -> Iterator[set[str]]:
-    """The ids of the jobs the current task creates inside the block (see
-    :func:`_note_fresh`)."""
-    box: set[str] = set()
-    token = _fresh.set(box)
-    try:
-        yield box
-    finally:
-        _fresh.reset(token)

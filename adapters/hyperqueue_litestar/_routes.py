@@ -7,9 +7,10 @@ path is the hot one: no key, no template means one storage call and no extra rea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from litestar import Response, get, post
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.types import ControllerRouterHandler
@@ -27,9 +28,6 @@ from ._schemas import (
     QueueFigures,
     QueuesResponse,
 )
-
-if TYPE_CHECKING:
-    from ._plugin import HyperqueuePlugin
 
 __all__ = ["MAX_DEPTH", "api_routes"]
 
@@ -70,28 +68,26 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def _options(plugin: HyperqueuePlugin, body: JobRequest) -> dict[str, Any]:
-    """The enqueue options of a submission, its template's defaults filled in."""
-    options: dict[str, Any] = {
-        "queue": body.queue,
-        "priority": body.priority,
-        "delay": body.delay,
-        "run_at": body.run_at,
-        "key": body.key,
-        "tenant": body.tenant,
-        "timeout": body.timeout,
-        "max_attempts": body.max_attempts,
-    }
-    if body.template is not None:
-        template = plugin.template(body.template)
-        for name in ("queue", "priority", "timeout", "max_attempts", "tenant"):
-            if options[name] is None:
-                options[name] = getattr(template, name)
-        if options["delay"] is None and options["run_at"] is None:
-            options["delay"] = template.delay
+def _submission(body: JobRequest) -> hq.Submission:
+    """The core's submission for a request body: one options path (templates, checks
+    and defaults are the queue's)."""
     if (body.args and _too_deep(body.args)) or (body.kwargs and _too_deep(body.kwargs)):
         raise hq.OptionError("args", f"arguments nest deeper than {MAX_DEPTH} levels")
-    return options
+    return hq.Submission(
+        task=body.task,
+        args=tuple(body.args),
+        kwargs=body.kwargs,
+        queue=body.queue,
+        priority=body.priority,
+        delay=body.delay,
+        run_at=body.run_at,
+        key=body.key,
+        tenant=body.tenant,
+        timeout=body.timeout,
+        max_attempts=body.max_attempts,
+        max_rescues=body.max_rescues,
+        template=body.template,
+    )
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -109,36 +105,32 @@ def _plain(body: JobRequest) -> bool:
         and body.tenant is None
         and body.timeout is None
         and body.max_attempts is None
+        and body.max_rescues is None
         and body.template is None
         and not body.kwargs  # (``**kwargs`` could collide with the call's own names)
         and all(isinstance(a, _SCALARS) for a in body.args)
     )
 
 
+_REFUSALS = (hq.UnknownTask, hq.ArgumentError, hq.OptionError)
+
+
 async def _enqueue_batch(
-    plugin: HyperqueuePlugin, data: BatchRequest
-) -> list[hq.Job | hq.HyperqueueError]:
+    queue: hq.Queue, data: BatchRequest
+) -> list[hq.Enqueued | hq.HyperqueueError]:
     """All in one storage round trip when every item is valid; else the valid ones one
     by one, each invalid one's error in its place."""
-    queue = plugin.queue
     try:
-        submissions = [
-            hq.Submission(task=item.task, args=tuple(item.args), kwargs=item.kwargs, **opts)
-            for item in data.jobs
-            for opts in (_options(plugin, item),)
-        ]
-        return list(await queue.enqueue_many(submissions))
-    except (hq.UnknownTask, hq.ArgumentError, hq.OptionError):
-        jobs: list[hq.Job | hq.HyperqueueError] = []
+        return list(await queue.enqueue_many([_submission(item) for item in data.jobs]))
+    except _REFUSALS:
+        results: list[hq.Enqueued | hq.HyperqueueError] = []
         for item in data.jobs:
             try:
-                opts = _options(plugin, item)
-                jobs.append(
-                    await queue.enqueue(item.task, args=item.args, kwargs=item.kwargs, **opts)
-                )
-            except (hq.UnknownTask, hq.ArgumentError, hq.OptionError) as exc:
-                jobs.append(exc)
-        return jobs
+                [result] = await queue.enqueue_many([_submission(item)])
+                results.append(result)
+            except _REFUSALS as exc:
+                results.append(exc)
+        return results
 
 
 def _queue_figures(stats: hq.QueueStats) -> QueueFigures:
@@ -150,16 +142,16 @@ def _queue_figures(stats: hq.QueueStats) -> QueueFigures:
         failed=stats.failed,
         cancelled=stats.cancelled,
         total=stats.total,
+        unserved=stats.unserved,
     )
 
 
-def api_routes(plugin: HyperqueuePlugin) -> list[ControllerRouterHandler]:
-    """The API's route handlers, bound to ``plugin``'s queue and modes."""
-    from ._plugin import recording_fresh
-
-    queue = plugin.queue
+def api_routes(
+    queue: hq.Queue, modes: hq.ModeController, events: HTTPRouteHandler
+) -> list[ControllerRouterHandler]:
+    """The API's route handlers over ``queue``, filtered by ``modes``; ``events`` is the
+    event stream's route."""
     tasks = queue.tasks
-    modes = plugin.modes
 
     @post(
         "/jobs",
@@ -175,13 +167,8 @@ def api_routes(plugin: HyperqueuePlugin) -> list[ControllerRouterHandler]:
             if task is None:
                 raise hq.UnknownTask(data.task, tuple(tasks))
             return Response(await task.enqueue(*data.args), status_code=201)
-        options = _options(plugin, data)
-        if data.key is None:
-            job = await queue.enqueue(data.task, args=data.args, kwargs=data.kwargs, **options)
-            return Response(job, status_code=201)
-        with recording_fresh() as created:
-            job = await queue.enqueue(data.task, args=data.args, kwargs=data.kwargs, **options)
-        return Response(job, status_code=201 if job.id in created else 200)
+        [result] = await queue.enqueue_many([_submission(data)])
+        return Response(result.job, status_code=201 if result.created else 200)
 
     @post(
         "/jobs/batch",
@@ -193,15 +180,14 @@ def api_routes(plugin: HyperqueuePlugin) -> list[ControllerRouterHandler]:
     )
     async def submit_batch(data: JSONBody[BatchRequest]) -> BatchResponse:
         modes.check(Operation.SUBMIT)
-        with recording_fresh() as created:
-            jobs = await _enqueue_batch(plugin, data)
+        results = await _enqueue_batch(queue, data)
         items: list[BatchItem] = []
         counts = {"created": 0, "existing": 0, "failed": 0}
-        for outcome in jobs:
-            if isinstance(outcome, hq.Job):
-                fresh = outcome.id in created
+        for outcome in results:
+            if isinstance(outcome, hq.Enqueued):
+                fresh = outcome.created
                 counts["created" if fresh else "existing"] += 1
-                items.append(BatchItem(status_code=201 if fresh else 200, job=outcome))
+                items.append(BatchItem(status_code=201 if fresh else 200, job=outcome.job))
             else:
                 counts["failed"] += 1
                 items.append(
@@ -282,5 +268,5 @@ def api_routes(plugin: HyperqueuePlugin) -> list[ControllerRouterHandler]:
         retry_job,
         list_queues,
         dead_letters,
-        plugin.streams.route(modes),
+        events,
     ]

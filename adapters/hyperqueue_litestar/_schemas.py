@@ -62,6 +62,7 @@ class JobRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     tenant: str | None = None
     timeout: float | None = None
     max_attempts: _Attempts | None = None
+    max_rescues: _Attempts | None = None
     template: str | None = None
 
 
@@ -91,7 +92,8 @@ class BatchResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
-    """Jobs by status in one named queue."""
+    """Jobs by status in one named queue; ``unserved`` counts pending jobs whose task no
+    live worker has registered (they wait for one)."""
 
     queue: str
     pending: int
@@ -100,6 +102,7 @@ class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
     failed: int
     cancelled: int
     total: int
+    unserved: int = 0
 
 
 class QueuesResponse(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,17 +1,20 @@
-"""Live events as Server-Sent Events, resumable with ``Last-Event-ID``.
+"""Live events as Server-Sent Events, read from the storage's event log.
 
-Each SSE message is one event of the queue's :class:`hyperqueue.EventBus`: ``id`` is
-the bus's event id, ``event`` its type (``job.completed``), ``data`` the event as JSON.
-A client that reconnects sends the last id it saw (browsers do this by themselves) and
-gets the events it missed from the bus's history, then live ones, with none lost or
-repeated in between. When the history no longer holds some of them, a ``gap`` message
-says how many were missed, so a dashboard knows to reload instead of trusting a
-partial picture.
+Each SSE message is one entry of the log that every process on the storage writes to
+(:meth:`hyperqueue.abc.Storage.read_events`): ``id`` is the entry's id, ``event`` its
+type (``job.completed``), ``data`` the event as JSON (``{"type", "at", "job"}``). Ids
+only grow across processes and restarts, so a client that reconnects with the last id
+it saw (``Last-Event-ID``, which browsers send by themselves; or ``?after=``) gets
+every event it missed from the log, with none lost or repeated, even from a restarted
+server or another replica. A connection without either starts at the live end.
+Retention prunes old entries: a client that comes back after longer than that gets a
+``gap`` message first, so it knows to reload.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from fnmatch import fnmatchcase
 from typing import Annotated
 
 import anyio
@@ -24,16 +27,16 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 import hyperqueue as hq
 from hyperqueue import Operation
-from hyperqueue._events import EventStream
 
 __all__ = ["EventStreams"]
 
 _encode = msgspec.json.Encoder().encode
 
 
-def _tag(event: hq.Event) -> str:
-    tag = event.__struct_config__.tag
-    return tag if isinstance(tag, str) else type(event).__name__
+class _Wire(msgspec.Struct, frozen=True, kw_only=True):
+    type: str
+    at: float
+    job: hq.Job
 
 
 def _after(last_event_id: str | None, after: int | None) -> int | None:
@@ -61,26 +64,34 @@ class EventStreams:
     ones are dropped for it.
     """
 
-    def __init__(self, queue: hq.Queue, *, heartbeat: float = 15.0, buffer: int = 1000) -> None:
+    def __init__(
+        self,
+        queue: hq.Queue,
+        *,
+        heartbeat: float = 15.0,
+        buffer: int = 1000,
+        poll: float = 0.05,
+    ) -> None:
         if not heartbeat > 0:
             raise ValueError("sse_heartbeat must be > 0 seconds")
         if buffer < 1:
             raise ValueError("sse_buffer must be at least 1 event")
+        if not poll > 0:
+            raise ValueError("poll must be > 0 seconds")
         self.queue = queue
         self.heartbeat = heartbeat
         self.buffer = buffer
-        self._open: set[EventStream] = set()
+        self.poll = poll
+        self._open: set[object] = set()
         self._closed = False
 
     def __len__(self) -> int:
         return len(self._open)
 
     def close_all(self) -> None:
-        """End every open stream (their clients see the response end) and refuse new
-        ones until :meth:`reopen`."""
+        """End every open stream within one ``poll`` (their clients see the response
+        end) and refuse new ones until :meth:`reopen`."""
         self._closed = True
-        for stream in tuple(self._open):
-            stream.close()
 
     def reopen(self) -> None:
         self._closed = False
@@ -88,34 +99,44 @@ class EventStreams:
     async def messages(
         self, patterns: tuple[str, ...], after: int | None
     ) -> AsyncIterator[ServerSentEventMessage]:
-        clock = self.queue.clock
-        async with self.queue.events.stream(*patterns, buffer=self.buffer, after=after) as stream:
-            if self._closed:
-                return
-            self._open.add(stream)
-            try:
-                if stream.gap:
-                    yield ServerSentEventMessage(
-                        event="gap", data=_encode({"missed": stream.gap}).decode()
-                    )
-                else:
-                    yield ServerSentEventMessage(data=None, comment="connected")
-                while True:
-                    item: tuple[int, hq.Event] | None = None
-                    with clock.cancel_after(self.heartbeat):
-                        try:
-                            item = await stream.receive()
-                        except anyio.ClosedResourceError:
-                            return
-                    if item is None:
-                        yield ServerSentEventMessage(data=None, comment="keep-alive")
+        """The log from ``after`` on (the live end when ``None``), read ``buffer``
+        entries at a time and looked at again every ``poll`` seconds when idle."""
+        if self._closed:
+            return
+        storage = self.queue.storage
+        if after is None:
+            after = await storage.last_event_id()
+            yield ServerSentEventMessage(data=None, comment="connected")
+        else:
+            first = await storage.read_events(after=after, limit=1)
+            if first and first[0].id > after + 1 and after > 0:
+                missed = first[0].id - after - 1
+                yield ServerSentEventMessage(event="gap", data=_encode({"missed": missed}).decode())
+            else:
+                yield ServerSentEventMessage(data=None, comment="connected")
+        token = object()
+        self._open.add(token)
+        try:  # (no cancel scope may span a yield: streams end by the closed flag)
+            idle = 0.0
+            while not self._closed:
+                batch = await storage.read_events(after=after, limit=self.buffer)
+                for entry in batch:
+                    after = entry.id
+                    if patterns and not any(fnmatchcase(entry.type, p) for p in patterns):
                         continue
-                    seq, event = item
-                    yield ServerSentEventMessage(
-                        id=seq, event=_tag(event), data=_encode(event).decode()
-                    )
-            finally:
-                self._open.discard(stream)
+                    data = _encode(_Wire(type=entry.type, at=entry.at, job=entry.job))
+                    yield ServerSentEventMessage(id=entry.id, event=entry.type, data=data.decode())
+                if batch:
+                    idle = 0.0
+                    if len(batch) == self.buffer:
+                        continue
+                await anyio.sleep(self.poll)
+                idle += self.poll
+                if idle >= self.heartbeat:
+                    idle = 0.0
+                    yield ServerSentEventMessage(data=None, comment="keep-alive")
+        finally:
+            self._open.discard(token)
 
     def route(self, modes: hq.ModeController) -> HTTPRouteHandler:
         streams = self

@@ -1,17 +1,16 @@
 """hyperqueue_sqlite: jobs in one SQLite file, for one host and several processes.
 
-``SQLiteStorage(path)`` implements :class:`hyperqueue.abc.Storage` over aiosqlite
-(asyncio only). Install it with ``pip install 'hyperqueue[sqlite]'``.
+``SQLiteStorage(path)`` implements :class:`hyperqueue.abc.Storage` over apsw (which
+bundles a current SQLite), in anyio worker threads: it runs on asyncio and trio.
+Install it with ``pip install 'hyperqueue[sqlite]'``.
 """
 
 from __future__ import annotations
 
 try:
-    import aiosqlite  # noqa: F401
+    import apsw  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "hyperqueue_sqlite needs aiosqlite: pip install 'hyperqueue[sqlite]'"
-    ) from exc
+    raise ImportError("hyperqueue_sqlite needs apsw: pip install 'hyperqueue[sqlite]'") from exc
 
 from ._config_store import ConfigStore
 from ._health import SQLiteHealth, wal_reset_bug

@@ -4,8 +4,8 @@ A plain store of documents (JSON text) that only grows: validation, diff, export
 rollback live with the schema in ``hyperqueue_litestar._config.ConfigHistory``, which
 takes this store, so the storage adapter knows nothing of the server's settings.
 
-It uses one ``sqlite3`` connection in a worker thread (:mod:`._thread_db`), usable on
-trio as well as asyncio, opened exactly as ``SQLiteStorage`` opens the file.
+It uses one connection in a worker thread (:mod:`._thread_db`), usable on trio as well
+as asyncio, opened exactly as ``SQLiteStorage`` opens the file.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class ConfigStore:
         await self._db.aclose()
 
     async def _call(self, doing: str, sql: str, params: tuple[object, ...] = ()) -> list[Row]:
-        return await self._db.call(doing, sql, params)
+        return await self._db.query(doing, sql, params)
 
     async def append(
         self, *, created_at: float, author: str | None, comment: str | None, document: str

@@ -4,8 +4,9 @@ SQLite 3.7.0 up to 3.51.2 can corrupt a WAL database, rarely, when two connectio
 different processes (or threads) write or checkpoint at the same moment just after a
 checkpoint emptied the WAL (the "WAL-reset bug", fixed in 3.51.3). A single process
 with one writing connection, as one SQLiteStorage has, is not exposed; several
-processes writing one file are. The check reports the library version and flags the
-combination.
+processes writing one file are. The check reports the version of the library in use
+(``apsw.sqlite_lib_version()``) and flags the combination. apsw>=3.51.3.0 bundles a
+fixed SQLite; the check still catches an apsw built against an older system library.
 """
 
 from __future__ import annotations

@@ -9,13 +9,22 @@ write (switching to WAL, migrating), so a refused file is left exactly as it was
 from __future__ import annotations
 
 import os
-import sqlite3
 import stat
 from pathlib import Path
 from typing import Literal
 
 from hyperqueue import StorageError
 
+from ._driver import (
+    BusyError,
+    Connection,
+    CorruptError,
+    DatabaseError,
+    FullError,
+    LockedError,
+    NotADBError,
+    ReadOnlyError,
+)
 from ._schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["check_path", "prepare", "storage_error"]
@@ -24,19 +33,27 @@ Synchronous = Literal["NORMAL", "FULL"]
 
 
 def storage_error(path: Path, exc: BaseException, doing: str = "") -> StorageError:
-    """A StorageError that names the file and says what the SQLite error means."""
+    """A StorageError that names the file and says what the SQLite error means.
+
+    The driver's error class says it; for other exceptions (a ``ValueError`` from a
+    row that does not decode) the words of the message do."""
     text = str(exc)
-    lowered = text.lower()
-    if "locked" in lowered or "busy" in lowered:
+    lowered = "" if isinstance(exc, DatabaseError) else text.lower()
+    if isinstance(exc, BusyError | LockedError) or "locked" in lowered or "busy" in lowered:
         problem = (
             f"the database is locked by another connection ({text}); another process holds "
             "a write lock longer than the busy timeout"
         )
-    elif "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+    elif (
+        isinstance(exc, NotADBError | CorruptError)
+        or "not a database" in lowered
+        or "malformed" in lowered
+        or "corrupt" in lowered
+    ):
         problem = f"the file is not a valid SQLite database ({text})"
-    elif "readonly" in lowered or "read-only" in lowered:
+    elif isinstance(exc, ReadOnlyError) or "readonly" in lowered or "read-only" in lowered:
         problem = f"the database is read-only ({text})"
-    elif "disk" in lowered and "full" in lowered:
+    elif isinstance(exc, FullError) or ("disk" in lowered and "full" in lowered):
         problem = f"the disk is full ({text})"
     else:
         problem = text
@@ -69,12 +86,12 @@ def check_path(path: Path) -> None:
         )
 
 
-def prepare(conn: sqlite3.Connection, path: Path, synchronous: Synchronous) -> None:
+def prepare(conn: Connection, path: Path, synchronous: Synchronous) -> None:
     """Check, then switch to WAL and migrate. Runs in the connection's thread."""
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         raise storage_error(path, exc, "reading the schema version") from exc
     if version > SCHEMA_VERSION:
         raise StorageError(
@@ -100,11 +117,11 @@ def prepare(conn: sqlite3.Connection, path: Path, synchronous: Synchronous) -> N
         conn.execute(f"PRAGMA journal_size_limit = {64 << 20}")
         if version < SCHEMA_VERSION:
             migrate(conn)
-    except sqlite3.Error as exc:
+    except DatabaseError as exc:
         raise storage_error(path, exc, "preparing the database") from exc
 
 
-def migrate(conn: sqlite3.Connection) -> None:
+def migrate(conn: Connection) -> None:
     """Apply the missing migrations in one transaction; the version is read again under
     the write lock, since another process may have migrated meanwhile."""
     conn.execute("BEGIN IMMEDIATE")

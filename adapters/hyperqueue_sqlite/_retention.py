@@ -49,13 +49,15 @@ class RetentionPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PruneReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What one prune did: jobs finished before ``cutoff`` were archived and deleted."""
+    """What one prune did: jobs finished before ``cutoff`` were archived and deleted,
+    and event log entries older than ``cutoff`` too."""
 
     cutoff: float
     pruned: int
     archived: int
     files: tuple[str, ...] = ()
     keys_forgotten: int = 0
+    events_pruned: int = 0
 
 
 class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):

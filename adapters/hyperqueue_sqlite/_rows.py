@@ -13,12 +13,21 @@ import msgspec
 
 from hyperqueue import Job, JobStatus, Priority
 
-__all__ = ["COLUMNS", "INSERT", "job_from_row", "job_to_row", "to_json", "from_json"]
+__all__ = [
+    "COLUMNS",
+    "INSERT",
+    "encode_job",
+    "from_json",
+    "job_from_row",
+    "job_to_row",
+    "read_job",
+    "to_json",
+]
 
 COLUMNS = (
     "id, task, queue, status, priority, args, kwargs, attempts, max_attempts, result, "
     "error, traceback, progress, key, tenant, timeout, created_at, run_at, started_at, "
-    "finished_at, token, lease_until, worker"
+    "finished_at, token, lease_until, worker, rescues, max_rescues"
 )
 
 INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
@@ -31,6 +40,11 @@ _decode_kwargs = msgspec.json.Decoder(dict[str, Any]).decode
 _STATUS = {status.value: status for status in JobStatus}
 _PRIORITY = sorted(Priority, key=lambda p: p.rank)
 _PENDING = JobStatus.PENDING.value
+
+
+encode_job = _encode
+"""A whole job as JSON bytes (the event log's ``job`` column)."""
+read_job = msgspec.json.Decoder(Job).decode
 
 
 def to_json(value: Any) -> str | None:
@@ -68,6 +82,8 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.token,
         job.lease_until,
         job.worker,
+        job.rescues,
+        job.max_rescues,
     )
 
 
@@ -100,4 +116,6 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
         token=row[20],
         lease_until=row[21],
         worker=row[22],
+        rescues=row[23],
+        max_rescues=row[24],
     )

@@ -153,7 +153,64 @@ _V1 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2 = (
+    # A lost worker spends no attempt; rescues count the losses (MISSION A1, DESIGN
+    # "Delivery across processes and hosts").
+    "ALTER TABLE jobs ADD COLUMN rescues INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN max_rescues INTEGER NOT NULL DEFAULT 3",
+    # Claims name the tasks a worker knows: one range scan per queue, task and priority.
+    "DROP INDEX jobs_ready",
+    """
+    CREATE INDEX jobs_ready ON jobs (queue, task, priority, run_at, seq)
+        WHERE status = 'pending'
+    """,
+    # Tenant caps and quotas count a tenant's pending and running jobs at claim and
+    # enqueue; jobs without a tenant stay out of this index.
+    """
+    CREATE INDEX jobs_tenant ON jobs (tenant, status)
+        WHERE tenant IS NOT NULL AND status IN ('pending', 'running')
+    """,
+    # Jobs per queue, task and status, kept in step by every write: counts by queue,
+    # the tasks with pending jobs (a claim looks at those only) and the backlog.
+    """
+    CREATE TABLE task_counts (
+        queue  TEXT    NOT NULL,
+        task   TEXT    NOT NULL,
+        status TEXT    NOT NULL,
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (queue, task, status)
+    ) WITHOUT ROWID
+    """,
+    """
+    INSERT INTO task_counts (queue, task, status, n)
+        SELECT queue, task, status, count(*) FROM jobs GROUP BY queue, task, status
+    """,
+    "DROP TABLE job_counts",
+    # The event log: every job transition, written in the transaction of the change.
+    # AUTOINCREMENT: ids never go back, even when retention empties the table, so a
+    # reader resumes from the last id it saw. ``job`` is the job after the change
+    # (msgspec JSON); ``origin`` names the storage object that wrote it.
+    "DROP TABLE events",
+    """
+    CREATE TABLE job_events (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        at     REAL NOT NULL,
+        type   TEXT NOT NULL,
+        job    BLOB NOT NULL,
+        origin TEXT NOT NULL
+    )
+    """,
+    # Worker pools alive on this file, with what they serve (msgspec JSON).
+    """
+    CREATE TABLE hq_workers (
+        name       TEXT PRIMARY KEY,
+        expires_at REAL NOT NULL,
+        info       BLOB NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

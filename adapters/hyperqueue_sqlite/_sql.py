@@ -1,28 +1,43 @@
 """The statements, and the functions that run whole transactions in a connection thread.
 
-Every function here runs inside aiosqlite's connection thread, not on the event loop:
-a transaction is one hop to that thread however many statements it holds, and the
-statements of a batch cost microseconds each there, against ~25 us for each hop.
-Logical refusals (a stale token, an unknown job) are returned as values, never raised,
-so one caller's refusal cannot roll back the other callers sharing its transaction.
+Every function here runs in the connection's worker thread, not on the event loop: a
+transaction is one hop to that thread however many statements it holds, and the
+statements of a batch cost microseconds each there, against tens of microseconds for
+each hop. Logical refusals (a stale token, an unknown job) are returned as values, never
+raised, so one caller's refusal cannot roll back the other callers sharing its
+transaction. What a job becomes is decided by :mod:`hyperqueue.transitions`, as in
+every backend; this module only says which rows change and writes the event log.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+import msgspec
 from msgspec.structs import replace
 
-from hyperqueue import InvalidTransition, Job, JobNotFound, JobStatus, Outcome
+from hyperqueue import (
+    InvalidTransition,
+    Job,
+    JobNotFound,
+    JobStatus,
+    Outcome,
+    QuotaExceeded,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+    transitions,
+)
 
-from ._rows import COLUMNS, INSERT, job_from_row, job_to_row, to_json
+from ._driver import Connection
+from ._rows import COLUMNS, INSERT, encode_job, job_from_row, job_to_row, read_job, to_json
 
 __all__ = ["Claimed", "Op", "Tx", "apply_batch"]
 
 _PENDING = JobStatus.PENDING
+_RUNNING = JobStatus.RUNNING
 _FINAL_SQL = "('completed', 'failed', 'cancelled')"
 _SEQ = len(COLUMNS.split(","))  # index of seq after the job columns in RETURNING rows
 
@@ -33,26 +48,38 @@ SELECT_JOB = f"SELECT {COLUMNS} FROM jobs WHERE id = ?"
 NEXT_SEQ = "(SELECT max(seq) FROM jobs) + 1"
 
 _COUNT = (
-    "INSERT INTO job_counts (queue, status, n) VALUES (?, ?, ?) "
-    "ON CONFLICT (queue, status) DO UPDATE SET n = n + excluded.n"
+    "INSERT INTO task_counts (queue, task, status, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (queue, task, status) DO UPDATE SET n = n + excluded.n"
 )
+_EVENT = "INSERT INTO job_events (at, type, job, origin) VALUES (?, ?, ?, ?)"
 _BUMP_WORK = "UPDATE hq_meta SET value = value + 1 WHERE name = 'work' RETURNING value"
 
 
 class Tx:
-    """What one transaction changed besides its rows: counts per queue and status, and
-    whether it made work ready (which wakes idle workers in every process)."""
+    """What one transaction changed besides its rows: counts per queue, task and status,
+    the events it writes to the log, and whether it made work ready (which wakes idle
+    workers in every process)."""
 
-    __slots__ = ("conn", "counts", "work")
+    __slots__ = ("conn", "counts", "events", "origin", "work")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Connection, origin: str) -> None:
         self.conn = conn
-        self.counts: dict[tuple[str, str], int] = {}
+        self.origin = origin
+        self.counts: dict[tuple[str, str, str], int] = {}
+        self.events: list[tuple[float, str, bytes, str]] = []
         self.work = False
 
-    def count(self, queue: str, status: str, n: int) -> None:
-        key = (queue, status)
+    def count(self, job: Job, status: str, n: int) -> None:
+        key = (job.queue, job.task, status)
         self.counts[key] = self.counts.get(key, 0) + n
+
+    def moved(self, job: Job, old: str, new: str) -> None:
+        if old != new:
+            self.count(job, old, -1)
+            self.count(job, new, 1)
+
+    def event(self, kind: str, at: float, job: Job) -> None:
+        self.events.append((at, kind, encode_job(job), self.origin))
 
 
 class Op:
@@ -67,7 +94,7 @@ class Op:
         self.error: BaseException | None = None
 
 
-def apply_batch(conn: sqlite3.Connection, ops: Sequence[Op]) -> int | None:
+def apply_batch(conn: Connection, ops: Sequence[Op], origin: str = "") -> int | None:
     """Run ``ops`` in one ``BEGIN IMMEDIATE`` transaction; returns the new work version
     when the batch made work ready.
 
@@ -76,7 +103,7 @@ def apply_batch(conn: sqlite3.Connection, ops: Sequence[Op]) -> int | None:
     """
     live = list(ops)
     while True:
-        tx = Tx(conn)
+        tx = Tx(conn, origin)
         conn.execute("BEGIN IMMEDIATE")
         failed: Op | None = None
         try:
@@ -85,7 +112,9 @@ def apply_batch(conn: sqlite3.Connection, ops: Sequence[Op]) -> int | None:
                 op.result = op.fn(tx, *op.args)
             failed = None
             if tx.counts:
-                conn.executemany(_COUNT, [(q, s, n) for (q, s), n in tx.counts.items() if n])
+                conn.executemany(_COUNT, [(q, t, s, n) for (q, t, s), n in tx.counts.items() if n])
+            if tx.events:
+                conn.executemany(_EVENT, tx.events)
             version = conn.execute(_BUMP_WORK).fetchone()[0] if tx.work else None
             conn.execute("COMMIT")
             return version
@@ -101,8 +130,29 @@ def apply_batch(conn: sqlite3.Connection, ops: Sequence[Op]) -> int | None:
 # -- writes ------------------------------------------------------------------------
 
 
-def enqueue(tx: Tx, jobs: Sequence[Job], now: float, key_ttl: float | None) -> list[Job]:
+def _check_quotas(conn: Connection, jobs: Sequence[Job], max_queued: Mapping[str, int]) -> None:
+    adding: dict[str, int] = {}
+    for job in jobs:
+        if job.tenant is not None and job.tenant in max_queued:
+            adding[job.tenant] = adding.get(job.tenant, 0) + 1
+    for tenant, n in adding.items():
+        queued: int = conn.execute(
+            "SELECT count(*) FROM jobs WHERE tenant = ? AND status = 'pending'", (tenant,)
+        ).fetchone()[0]
+        if queued + n > max_queued[tenant]:
+            raise QuotaExceeded(tenant, max_queued[tenant], queued)
+
+
+def enqueue(
+    tx: Tx,
+    jobs: Sequence[Job],
+    now: float,
+    key_ttl: float | None,
+    max_queued: Mapping[str, int] | None = None,
+) -> list[Job]:
     conn = tx.conn
+    if max_queued:
+        _check_quotas(conn, jobs, max_queued)
     out: list[Job] = []
     rows: list[tuple[Any, ...]] = []
     keyed: dict[str, Job] = {}
@@ -132,7 +182,8 @@ def enqueue(tx: Tx, jobs: Sequence[Job], now: float, key_ttl: float | None) -> l
         if scope is not None:
             keyed[scope] = job
         rows.append(job_to_row(job))
-        tx.count(job.queue, "pending", 1)
+        tx.count(job, "pending", 1)
+        tx.event("job.enqueued", now, job)
         out.append(job)
     if rows:
         conn.executemany(INSERT, rows)
@@ -140,48 +191,64 @@ def enqueue(tx: Tx, jobs: Sequence[Job], now: float, key_ttl: float | None) -> l
     return out
 
 
-@lru_cache(maxsize=64)
-def _claim_sql(queues: int) -> str:
-    """The claim statement for ``queues`` named queues: one range scan per queue and
-    priority over the pending-only index, so due jobs are found without stepping over
-    other queues' jobs or jobs scheduled for later."""
-    if queues > _MAX_UNION:
-        where = f"status = 'pending' AND run_at <= :now AND queue IN ({_names(queues)})"
-        pick = f"SELECT seq FROM jobs WHERE {where} ORDER BY priority, run_at, seq LIMIT :limit"
-    else:
-        parts = [
-            "SELECT * FROM (SELECT seq, priority, run_at FROM jobs WHERE status = 'pending' "
-            f"AND queue = :q{q} AND priority = {rank} AND run_at <= :now "
-            "ORDER BY run_at, seq LIMIT :limit)"
-            for q in range(queues)
-            for rank in range(4)
-        ]
-        pick = (
-            f"SELECT seq FROM ({' UNION ALL '.join(parts)}) "
+_MAX_PARTS = 32  # above this many range scans, one scan with a sort is cheaper
+
+
+@lru_cache(maxsize=128)
+def _pick_sql(pairs: int, where: str = "", columns: str = "seq") -> str:
+    """``columns`` of due pending jobs of ``pairs`` (queue, task) pairs, in claim order:
+    one range scan per pair and priority over the pending-only index, so due jobs are
+    found without stepping over other tasks' jobs or jobs scheduled for later."""
+    if pairs * 4 > _MAX_PARTS:
+        names = ", ".join(f"(:q{i}, :t{i})" for i in range(pairs))
+        return (
+            f"SELECT {columns} FROM jobs WHERE status = 'pending' AND run_at <= :now "
+            f"AND (queue, task) IN (VALUES {names}){where} "
             "ORDER BY priority, run_at, seq LIMIT :limit"
         )
+    parts = [
+        f"SELECT * FROM (SELECT {columns}, priority, run_at FROM jobs WHERE status = 'pending' "
+        f"AND queue = :q{i} AND task = :t{i} AND priority = {rank} AND run_at <= :now{where} "
+        "ORDER BY run_at, seq LIMIT :limit)"
+        for i in range(pairs)
+        for rank in range(4)
+    ]
     return (
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-        "started_at = :now, lease_until = :until, worker = :worker "
-        f"WHERE seq IN ({pick}) RETURNING {COLUMNS}, seq"
+        f"SELECT {columns} FROM ({' UNION ALL '.join(parts)}) "
+        "ORDER BY priority, run_at, seq LIMIT :limit"
     )
 
 
-_MAX_UNION = 8  # above this many queues, one scan with a sort beats 4 scans per queue
+_CLAIM = (
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+    "lease_until = :until, worker = :worker WHERE seq IN ({pick}) RETURNING {columns}, seq"
+)
 
 
-def _names(n: int) -> str:
-    return ", ".join(f":q{i}" for i in range(n))
+@lru_cache(maxsize=128)
+def _claim_sql(pairs: int) -> str:
+    return _CLAIM.format(pick=_pick_sql(pairs, ""), columns=COLUMNS)
 
 
-def queue_params(queues: Sequence[str]) -> dict[str, Any]:
-    return {f"q{i}": name for i, name in enumerate(queues)}
+def pending_pairs(
+    conn: Connection, queues: Sequence[str] | None, tasks: Sequence[str] | None
+) -> list[tuple[str, str]]:
+    """The (queue, task) pairs that have pending jobs, from the counts every write keeps,
+    narrowed to ``queues`` and ``tasks``."""
+    rows = conn.execute(
+        "SELECT queue, task FROM task_counts WHERE status = 'pending' AND n > 0"
+    ).fetchall()
+    return [
+        (q, t) for q, t in rows if (queues is None or q in queues) and (tasks is None or t in tasks)
+    ]
 
 
-def pending_queues(conn: sqlite3.Connection) -> list[str]:
-    """The queues that have pending jobs, from the counts every write keeps."""
-    rows = conn.execute("SELECT queue FROM job_counts WHERE status = 'pending' AND n > 0")
-    return [row[0] for row in rows.fetchall()]
+def _pair_params(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, (q, t) in enumerate(pairs):
+        params[f"q{i}"] = q
+        params[f"t{i}"] = t
+    return params
 
 
 def claim(
@@ -192,26 +259,77 @@ def claim(
     now: float,
     lease: float,
     worker: str,
+    tasks: Sequence[str] | None = None,
+    max_running: Mapping[str, int] | None = None,
 ) -> list[Job]:
     conn = tx.conn
-    if queues is None:
-        queues = pending_queues(conn)
-    if not queues:
+    pairs = pending_pairs(conn, queues, tasks)
+    if not pairs:
         return []
-    params = queue_params(queues)
+    params = _pair_params(pairs)
     params.update(now=now, until=now + lease, worker=worker, limit=limit)
-    rows = conn.execute(_claim_sql(len(queues)), params).fetchall()
+    if max_running:
+        rows = _claim_capped(conn, pairs, params, max_running)
+    else:
+        rows = conn.execute(_claim_sql(len(pairs)), params).fetchall()
     if not rows:
         return []
     rows.sort(key=_claim_order)
-    counts = tx.counts
-    for row in rows:
-        queue = row[2]
-        counts[(queue, "pending")] = counts.get((queue, "pending"), 0) - 1
-        counts[(queue, "running")] = counts.get((queue, "running"), 0) + 1
     jobs = [job_from_row(row) for row in rows]
+    for job in jobs:
+        tx.moved(job, "pending", "running")
     claimed.remember(jobs)
     return jobs
+
+
+def _claim_capped(
+    conn: Connection,
+    pairs: Sequence[tuple[str, str]],
+    params: dict[str, Any],
+    max_running: Mapping[str, int],
+) -> list[Any]:
+    """A claim that keeps each capped tenant under its running cap: tenants at their cap
+    are left out of the scan, the others get at most their free slots (counted inside
+    this write transaction, so every process sees the same figures)."""
+    names = list(max_running)
+    marks = ", ".join("?" * len(names))
+    running = dict(
+        conn.execute(
+            f"SELECT tenant, count(*) FROM jobs WHERE status = 'running' AND tenant IN ({marks}) "
+            "GROUP BY tenant",
+            names,
+        ).fetchall()
+    )
+    free = {t: max(cap - running.get(t, 0), 0) for t, cap in max_running.items()}
+    full = [t for t, n in free.items() if n == 0]
+    where = ""
+    local = dict(params)
+    if full:
+        where = " AND (tenant IS NULL OR tenant NOT IN ({}))".format(
+            ", ".join(f":x{i}" for i in range(len(full)))
+        )
+        local.update({f"x{i}": t for i, t in enumerate(full)})
+    limit = params["limit"]
+    local["limit"] = limit * 4  # room to skip jobs of tenants with few free slots
+    pick = _pick_sql(len(pairs), where, "seq, tenant")
+    chosen: list[int] = []
+    for seq, tenant in conn.execute(pick, local).fetchall():
+        if len(chosen) >= limit:
+            break
+        if tenant is not None and tenant in free:
+            if free[tenant] <= 0:
+                continue
+            free[tenant] -= 1
+        chosen.append(seq)
+    if not chosen:
+        return []
+    marks = ", ".join("?" * len(chosen))
+    sql = (
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+        f"lease_until = ?, worker = ? WHERE seq IN ({marks}) AND status = 'pending' "
+        f"RETURNING {COLUMNS}, seq"
+    )
+    return conn.execute(sql, (params["until"], params["worker"], *chosen)).fetchall()
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, int]:
@@ -220,11 +338,13 @@ def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, int]:
 
 _FINISH_FINAL = (
     "UPDATE jobs SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ?, "
-    "lease_until = NULL WHERE id = ? AND status = 'running' AND token = ?"
+    "started_at = coalesce(?, started_at), lease_until = NULL "
+    "WHERE id = ? AND status = 'running' AND token = ?"
 )
 _FINISH_PENDING = (
     f"UPDATE jobs SET status = 'pending', seq = {NEXT_SEQ}, attempts = attempts - ?, run_at = ?, "
-    "error = coalesce(?, error), traceback = coalesce(?, traceback), lease_until = NULL "
+    "error = coalesce(?, error), traceback = coalesce(?, traceback), "
+    "started_at = coalesce(?, started_at), lease_until = NULL "
     "WHERE id = ? AND status = 'running' AND token = ?"
 )
 
@@ -232,12 +352,11 @@ _FINISH_PENDING = (
 class Claimed:
     """The jobs this process claimed and has not finished, as last written.
 
-    While a job runs under a token, only its claimer changes it (progress, lease), and
-    every other change (cancel, rescue) also changes its status, which a finish checks.
-    So when a finish's UPDATE matched, the job after it is the remembered one with the
-    outcome applied, and the row need not be read back (a RETURNING of every column
-    costs about three times the UPDATE). Jobs not remembered (claimed by an earlier
-    process) are read back.
+    While a job runs under a token, only its claimer changes it (progress, lease,
+    start), and every other change (cancel, rescue) also changes its status, which a
+    finish checks. So when a finish's UPDATE matched, the job after it is the
+    remembered one with the outcome applied, and the row need not be read back. Jobs
+    not remembered (claimed by an earlier process) are read first.
     """
 
     __slots__ = ("jobs",)
@@ -254,20 +373,42 @@ class Claimed:
         for job in jobs:
             remembered[job.id] = job
 
+    def current(self, conn: Connection, job_id: str, token: int) -> Job | None:
+        """The claimed job as stored, from memory when this process claimed it."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.token == token:
+            return job
+        row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+        return None if row is None else job_from_row(row)
+
 
 def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) -> list[Job | None]:
-    execute = tx.conn.execute
-    counts = tx.counts
+    conn = tx.conn
+    execute = conn.execute
     remembered = claimed.jobs
     out: list[Job | None] = []
     for o in outcomes:
         status = o.status
         before = remembered.pop(o.id, None)
+        if before is None or before.token != o.token:
+            row = execute(SELECT_JOB, (o.id,)).fetchone()
+            before = None if row is None else job_from_row(row)
+        if before is None:
+            out.append(None)
+            continue
         if status is _PENDING:
             run_at = now if o.run_at is None else o.run_at
             changed = execute(
                 _FINISH_PENDING,
-                (1 if o.released else 0, run_at, o.error, o.traceback, o.id, o.token),
+                (
+                    1 if o.released else 0,
+                    run_at,
+                    o.error,
+                    o.traceback,
+                    o.started_at,
+                    o.id,
+                    o.token,
+                ),
             ).rowcount
         else:
             result = o.result
@@ -279,6 +420,7 @@ def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) ->
                     o.error,
                     o.traceback,
                     now,
+                    o.started_at,
                     o.id,
                     o.token,
                 ),
@@ -286,35 +428,34 @@ def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) ->
         if not changed:
             out.append(None)
             continue
-        if before is None or before.token != o.token:
-            row = execute(SELECT_JOB, (o.id,)).fetchone()
-            job = job_from_row(row)
-        elif status is _PENDING:
-            job = replace(
-                before,
-                status=_PENDING,
-                attempts=before.attempts - 1 if o.released else before.attempts,
-                run_at=run_at,
-                error=before.error if o.error is None else o.error,
-                traceback=before.traceback if o.traceback is None else o.traceback,
-                lease_until=None,
-            )
-        else:
-            job = replace(
-                before,
-                status=status,
-                result=o.result,
-                error=o.error,
-                traceback=o.traceback,
-                finished_at=now,
-                lease_until=None,
-            )
-        queue = job.queue
-        counts[(queue, "running")] = counts.get((queue, "running"), 0) - 1
-        counts[(queue, status.value)] = counts.get((queue, status.value), 0) + 1
+        if o.started_at is not None:
+            tx.event("job.started", o.started_at, transitions.started(before, o.started_at))
+        job = transitions.finished(before, o, now=now)
+        tx.moved(job, "running", status.value)
+        kind = transitions.outcome_event(o)
+        if kind is not None:
+            tx.event(kind, now, job)
         if status is _PENDING:
             tx.work = True
         out.append(job)
+    return out
+
+
+def mark_started(tx: Tx, claimed: Claimed, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
+    conn = tx.conn
+    sql = "UPDATE jobs SET started_at = ? WHERE id = ? AND status = 'running' AND token = ?"
+    out: list[bool] = []
+    for job_id, token, at in starts:
+        if conn.execute(sql, (at, job_id, token)).rowcount != 1:
+            out.append(False)
+            continue
+        job = claimed.current(conn, job_id, token)
+        if job is not None:
+            job = transitions.started(job, at)
+            if job_id in claimed.jobs:
+                claimed.jobs[job_id] = job
+            tx.event("job.started", at, job)
+        out.append(True)
     return out
 
 
@@ -324,6 +465,14 @@ def extend(tx: Tx, leases: Sequence[tuple[str, int]], until: float) -> list[bool
     return [execute(sql, (until, job_id, token)).rowcount == 1 for job_id, token in leases]
 
 
+_RESCUE = (
+    "UPDATE jobs SET status = ?, attempts = ?, rescues = ?, run_at = ?, error = ?, "
+    "traceback = ?, finished_at = ?, lease_until = NULL, "
+    f"seq = CASE WHEN ? = 'pending' THEN {NEXT_SEQ} ELSE seq END "
+    "WHERE id = ? AND token = ? AND status = 'running'"
+)
+
+
 def rescue(tx: Tx, now: float) -> list[Job]:
     conn = tx.conn
     expired = conn.execute(
@@ -331,26 +480,27 @@ def rescue(tx: Tx, now: float) -> list[Job]:
     ).fetchall()
     out: list[Job] = []
     for row in expired:
-        job = job_from_row(row)
-        message = f"lease expired on worker {job.worker!r}"
-        if job.attempts >= job.max_attempts:
-            sql = (
-                "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, "
-                "lease_until = NULL WHERE id = ? AND token = ? AND status = 'running' "
-                f"RETURNING {COLUMNS}"
-            )
-        else:
-            sql = (
-                f"UPDATE jobs SET status = 'pending', seq = {NEXT_SEQ}, error = ?, run_at = ?, "
-                "lease_until = NULL WHERE id = ? AND token = ? AND status = 'running' "
-                f"RETURNING {COLUMNS}"
-            )
-        changed = conn.execute(sql, (message, now, job.id, job.token)).fetchone()
-        if changed is None:
+        before = job_from_row(row)
+        job = transitions.rescued(before, now=now)
+        changed = conn.execute(
+            _RESCUE,
+            (
+                job.status.value,
+                job.attempts,
+                job.rescues,
+                job.run_at,
+                job.error,
+                job.traceback,
+                job.finished_at,
+                job.status.value,
+                job.id,
+                before.token,
+            ),
+        ).rowcount
+        if not changed:
             continue
-        job = job_from_row(changed)
-        tx.count(job.queue, "running", -1)
-        tx.count(job.queue, job.status.value, 1)
+        tx.moved(job, "running", job.status.value)
+        tx.event("job.rescued", now, job)
         if job.status is _PENDING:
             tx.work = True
         out.append(job)
@@ -362,19 +512,19 @@ def cancel(tx: Tx, job_id: str, now: float) -> Job | Exception:
     row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
     if row is None:
         return JobNotFound(job_id)
-    job = job_from_row(row)
-    if job.status is JobStatus.CANCELLED:
-        return job
-    if job.status is not _PENDING and job.status is not JobStatus.RUNNING:
-        return InvalidTransition(job_id, job.status, "cancel")
-    changed = conn.execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_until = NULL "
-        f"WHERE id = ? RETURNING {COLUMNS}",
+    before = job_from_row(row)
+    if before.status is JobStatus.CANCELLED:
+        return before
+    if before.status is not _PENDING and before.status is not _RUNNING:
+        return InvalidTransition(job_id, before.status, "cancel")
+    job = transitions.cancelled(before, now=now)
+    conn.execute(
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_until = NULL WHERE id = ?",
         (now, job_id),
-    ).fetchone()
-    tx.count(job.queue, job.status.value, -1)
-    tx.count(job.queue, "cancelled", 1)
-    return job_from_row(changed)
+    )
+    tx.moved(job, before.status.value, "cancelled")
+    tx.event("job.cancelled", now, job)
+    return job
 
 
 def retry(tx: Tx, job_id: str, now: float) -> Job | Exception:
@@ -382,31 +532,38 @@ def retry(tx: Tx, job_id: str, now: float) -> Job | Exception:
     row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
     if row is None:
         return JobNotFound(job_id)
-    job = job_from_row(row)
-    if job.status is not JobStatus.FAILED and job.status is not JobStatus.CANCELLED:
-        return InvalidTransition(job_id, job.status, "retry")
-    changed = conn.execute(
-        f"UPDATE jobs SET status = 'pending', seq = {NEXT_SEQ}, attempts = 0, run_at = ?, "
-        "result = NULL, error = NULL, traceback = NULL, progress = NULL, started_at = NULL, "
-        f"finished_at = NULL, lease_until = NULL WHERE id = ? RETURNING {COLUMNS}",
+    before = job_from_row(row)
+    if before.status is not JobStatus.FAILED and before.status is not JobStatus.CANCELLED:
+        return InvalidTransition(job_id, before.status, "retry")
+    job = transitions.retried(before, now=now)
+    conn.execute(
+        f"UPDATE jobs SET status = 'pending', seq = {NEXT_SEQ}, attempts = 0, rescues = 0, "
+        "run_at = ?, result = NULL, error = NULL, traceback = NULL, progress = NULL, "
+        "started_at = NULL, finished_at = NULL, lease_until = NULL WHERE id = ?",
         (now, job_id),
-    ).fetchone()
-    tx.count(job.queue, job.status.value, -1)
-    tx.count(job.queue, "pending", 1)
+    )
+    tx.moved(job, before.status.value, "pending")
+    tx.event("job.enqueued", now, job)
     tx.work = True
-    return job_from_row(changed)
+    return job
 
 
-def set_progress(tx: Tx, claimed: Claimed, job_id: str, token: int, progress: Any) -> bool:
-    cursor = tx.conn.execute(
+def set_progress(
+    tx: Tx, claimed: Claimed, job_id: str, token: int, progress: Any, now: float
+) -> bool:
+    conn = tx.conn
+    cursor = conn.execute(
         "UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running' AND token = ?",
         (to_json(progress), job_id, token),
     )
     if cursor.rowcount != 1:
         return False
-    before = claimed.jobs.get(job_id)
-    if before is not None:
-        claimed.jobs[job_id] = replace(before, progress=progress)
+    job = claimed.current(conn, job_id, token)
+    if job is not None:
+        job = replace(job, progress=progress)
+        if job_id in claimed.jobs:
+            claimed.jobs[job_id] = job
+        tx.event("job.progress", now, job)
     return True
 
 
@@ -417,22 +574,28 @@ def delete_finished(tx: Tx, ids: Sequence[str], cutoff: float) -> int:
     deleted = 0
     sql = (
         f"DELETE FROM jobs WHERE id = ? AND status IN {_FINAL_SQL} AND finished_at < ? "
-        "RETURNING queue, status"
+        "RETURNING queue, task, status"
     )
     for job_id in ids:
         row = execute(sql, (job_id, cutoff)).fetchone()
         if row is not None:
-            tx.count(row[0], row[1], -1)
+            key = (row[0], row[1], row[2])
+            tx.counts[key] = tx.counts.get(key, 0) - 1
             deleted += 1
     return deleted
 
 
+def prune_events(tx: Tx, cutoff: float) -> int:
+    """Delete event log entries older than ``cutoff`` (ids keep growing after it)."""
+    return tx.conn.execute("DELETE FROM job_events WHERE at < ?", (cutoff,)).rowcount
+
+
 def recount(tx: Tx) -> None:
-    """Rebuild job_counts from the jobs table (after hand edits of the file)."""
-    tx.conn.execute("DELETE FROM job_counts")
+    """Rebuild task_counts from the jobs table (after hand edits of the file)."""
+    tx.conn.execute("DELETE FROM task_counts")
     tx.conn.execute(
-        "INSERT INTO job_counts (queue, status, n) "
-        "SELECT queue, status, count(*) FROM jobs GROUP BY queue, status"
+        "INSERT INTO task_counts (queue, task, status, n) "
+        "SELECT queue, task, status, count(*) FROM jobs GROUP BY queue, task, status"
     )
     tx.work = True  # pending jobs may have been added by hand: let workers look
 
@@ -453,16 +616,66 @@ def unregister_process(tx: Tx, host: str, pid: int) -> None:
     tx.conn.execute("DELETE FROM hq_processes WHERE host = ? AND pid = ?", (host, pid))
 
 
+def register_worker(tx: Tx, info: WorkerInfo) -> None:
+    tx.conn.execute(
+        "INSERT OR REPLACE INTO hq_workers (name, expires_at, info) VALUES (?, ?, ?)",
+        (info.name, info.expires_at, encode_job(info)),
+    )
+    # forget pools that are long gone, so the table stays as small as the fleet
+    tx.conn.execute("DELETE FROM hq_workers WHERE expires_at < ?", (info.seen_at - 86_400,))
+
+
+def unregister_worker(tx: Tx, name: str) -> None:
+    tx.conn.execute("DELETE FROM hq_workers WHERE name = ?", (name,))
+
+
 # -- reads (run on the reader connection, outside any write transaction) ------------
 
+_read_worker = msgspec.json.Decoder(WorkerInfo).decode
 
-def get(conn: sqlite3.Connection, job_id: str) -> Job | None:
+
+def workers(conn: Connection, now: float) -> list[WorkerInfo]:
+    rows = conn.execute(
+        "SELECT info FROM hq_workers WHERE expires_at > ? ORDER BY name", (now,)
+    ).fetchall()
+    return [_read_worker(row[0]) for row in rows]
+
+
+def read_events(conn: Connection, after: int, limit: int) -> list[StoredEvent]:
+    rows = conn.execute(
+        "SELECT id, type, at, job, origin FROM job_events WHERE id > ? ORDER BY id LIMIT ?",
+        (after, limit),
+    ).fetchall()
+    return [
+        StoredEvent(id=row[0], type=row[1], at=row[2], job=read_job(row[3]), origin=row[4])
+        for row in rows
+    ]
+
+
+def last_event_id(conn: Connection) -> int:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'job_events'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def backlog(conn: Connection) -> list[TaskBacklog]:
+    out: list[TaskBacklog] = []
+    rows = conn.execute(
+        "SELECT queue, task, n FROM task_counts WHERE status = 'pending' AND n > 0 "
+        "ORDER BY queue, task"
+    ).fetchall()
+    for queue, task, n in rows:
+        oldest = conn.execute(_next_run_sql(1), {"q0": queue, "t0": task}).fetchone()[0]
+        out.append(TaskBacklog(queue=queue, task=task, pending=n, oldest_run_at=oldest))
+    return out
+
+
+def get(conn: Connection, job_id: str) -> Job | None:
     row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
     return None if row is None else job_from_row(row)
 
 
 def list_jobs(
-    conn: sqlite3.Connection, filters: dict[str, Any], cursor: str | None, limit: int
+    conn: Connection, filters: dict[str, Any], cursor: str | None, limit: int
 ) -> list[Job]:
     where = [f"{name} = :{name}" for name in filters]
     params = dict(filters)
@@ -477,43 +690,47 @@ def list_jobs(
     return [job_from_row(row) for row in conn.execute(sql, params).fetchall()]
 
 
-def counts(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
-    return conn.execute("SELECT queue, status, n FROM job_counts").fetchall()
+def counts(conn: Connection) -> list[tuple[str, str, int]]:
+    return conn.execute(
+        "SELECT queue, status, sum(n) FROM task_counts GROUP BY queue, status"
+    ).fetchall()
 
 
 @lru_cache(maxsize=64)
-def _next_run_sql(queues: int) -> str:
+def _next_run_sql(pairs: int) -> str:
+    if pairs * 4 > _MAX_PARTS:
+        names = ", ".join(f"(:q{i}, :t{i})" for i in range(pairs))
+        return (
+            "SELECT min(run_at) FROM jobs WHERE status = 'pending' "
+            f"AND (queue, task) IN (VALUES {names})"
+        )
     parts = [
         "SELECT min(run_at) AS m FROM jobs WHERE status = 'pending' "
-        f"AND queue = :q{q} AND priority = {rank}"
-        for q in range(queues)
+        f"AND queue = :q{i} AND task = :t{i} AND priority = {rank}"
+        for i in range(pairs)
         for rank in range(4)
     ]
     return f"SELECT min(m) FROM ({' UNION ALL '.join(parts)})"
 
 
-def next_run_at(conn: sqlite3.Connection, queues: Sequence[str] | None) -> float | None:
-    if queues is None:
-        queues = pending_queues(conn)
-    if not queues:
+def next_run_at(
+    conn: Connection, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+) -> float | None:
+    pairs = pending_pairs(conn, queues, tasks)
+    if not pairs:
         return None
-    if len(queues) > _MAX_UNION:
-        names = _names(len(queues))
-        sql = f"SELECT min(run_at) FROM jobs WHERE status = 'pending' AND queue IN ({names})"
-    else:
-        sql = _next_run_sql(len(queues))
-    value: float | None = conn.execute(sql, queue_params(queues)).fetchone()[0]
+    value: float | None = conn.execute(_next_run_sql(len(pairs)), _pair_params(pairs)).fetchone()[0]
     return value
 
 
-def any_expired(conn: sqlite3.Connection, now: float) -> bool:
+def any_expired(conn: Connection, now: float) -> bool:
     row = conn.execute(
         "SELECT 1 FROM jobs WHERE status = 'running' AND lease_until <= ? LIMIT 1", (now,)
     ).fetchone()
     return row is not None
 
 
-def poll(conn: sqlite3.Connection, data_version: int) -> tuple[int, int | None]:
+def poll(conn: Connection, data_version: int) -> tuple[int, int | None]:
     """The connection's data version, and the work version when the data changed."""
     version: int = conn.execute("PRAGMA data_version").fetchone()[0]
     if version == data_version:
@@ -522,12 +739,12 @@ def poll(conn: sqlite3.Connection, data_version: int) -> tuple[int, int | None]:
     return version, work
 
 
-def work_version(conn: sqlite3.Connection) -> tuple[int, int]:
+def work_version(conn: Connection) -> tuple[int, int]:
     return poll(conn, -1)  # type: ignore[return-value]
 
 
 def finished_before(
-    conn: sqlite3.Connection, cutoff: float, after: int, limit: int
+    conn: Connection, cutoff: float, after: int, limit: int
 ) -> tuple[list[Job], int]:
     """Up to ``limit`` jobs finished before ``cutoff``, in insertion order after seq
     ``after``, and the seq to continue from: a prune walks the table once, with no

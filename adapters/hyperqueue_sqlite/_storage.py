@@ -1,10 +1,11 @@
 """SQLiteStorage: durable jobs in one SQLite file, shared by the processes of one host.
 
-Two connections per storage, each with its own aiosqlite thread: a writer that runs
-every write as one ``BEGIN IMMEDIATE`` transaction per batch (see :mod:`._batch`), and
-a reader for lookups, listings and wake-up checks, which in WAL mode never waits for the
-writer. Each transaction is one Python function run in the connection thread, one hop
-for the whole batch (aiosqlite's own API would cost one hop per statement).
+Two connections per storage (apsw, see :mod:`._driver`), each used from anyio worker
+threads one call at a time (:mod:`._thread_db`): a writer that runs every write as one
+``BEGIN IMMEDIATE`` transaction per batch (see :mod:`._batch`), and a reader for
+lookups, listings and wake-up checks, which in WAL mode never waits for the writer.
+Each transaction is one Python function run in a worker thread, one hop for the whole
+batch. Through anyio, the storage runs on asyncio and on trio.
 
 Across processes, SQLite's write lock serializes claims, so no job is handed to two
 live workers; leases and fencing tokens are columns, so a crashed process's jobs run
@@ -13,25 +14,35 @@ again once their lease expires and a late finish from it is refused.
 
 from __future__ import annotations
 
-import asyncio
+import builtins
 import contextlib
 import os
+import secrets
 import socket
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import aiosqlite
 import anyio
 import anyio.to_thread
 
-from hyperqueue import HyperqueueError, Job, JobStatus, Outcome, Page, StorageError
+from hyperqueue import (
+    HyperqueueError,
+    Job,
+    JobStatus,
+    Outcome,
+    Page,
+    StorageError,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+)
 
 from . import _sql
 from ._batch import GroupCommit
+from ._driver import Connection, DatabaseError, sqlite_version
 from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
 from ._open import check_path, prepare, storage_error
 from ._retention import (
@@ -42,6 +53,7 @@ from ._retention import (
     disk_usage,
     write_archive,
 )
+from ._thread_db import ThreadConnection
 
 __all__ = ["SQLiteStorage"]
 
@@ -89,7 +101,7 @@ class _Listener:
 
 class SQLiteStorage:
     """Jobs in one SQLite file: durable across restarts and crashes, shared by several
-    worker processes on one host. asyncio only (aiosqlite).
+    worker processes on one host. Runs on asyncio and trio.
 
     - ``synchronous``: ``"NORMAL"`` (default) loses no committed job when a process
       crashes, but may lose the last transactions on a power cut or OS crash;
@@ -123,13 +135,12 @@ class SQLiteStorage:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self.poll_interval = poll_interval
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._writer_raw: sqlite3.Connection | None = None
-        self._reader_raw: sqlite3.Connection | None = None
+        self._writer: ThreadConnection | None = None
+        self._reader: ThreadConnection | None = None
         self._batches = GroupCommit(self._apply, max_batch=max_batch)
         self._listeners: list[_Listener] = []
         self._claimed = _sql.Claimed()
+        self.origin = secrets.token_hex(8)
         self._opening = anyio.Lock()
         self._host = socket.gethostname()
 
@@ -139,49 +150,27 @@ class SQLiteStorage:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            raise StorageError(
-                f"SQLite storage {str(self.path)!r}: runs on asyncio only (aiosqlite); "
-                "run this program with asyncio, or use another storage"
-            ) from None
         async with self._opening:
             if self._writer is not None:
                 return
             await anyio.to_thread.run_sync(check_path, self.path)
-            writer = await self._connect()
+            writer = self._connection()
+            await writer.open(prepare, self.path, self.synchronous)
+            reader = self._connection()
             try:
-                await _call(writer, prepare, writer._conn, self.path, self.synchronous)
-                reader = await self._connect()
+                await reader.open(_query_only)
             except BaseException:
-                await writer.close()
+                await writer.aclose()
                 raise
-            try:
-                await _call(reader, reader._conn.execute, "PRAGMA query_only = ON")
-            except BaseException:
-                await reader.close()
-                await writer.close()
-                raise
-            self._writer, self._writer_raw = writer, writer._conn
-            self._reader, self._reader_raw = reader, reader._conn
+            self._writer, self._reader = writer, reader
             try:
                 await self._write(_sql.register_process, self._host, os.getpid(), time.time())
             except BaseException:
                 await self._close()
                 raise
 
-    async def _connect(self) -> aiosqlite.Connection:
-        try:
-            conn = await aiosqlite.connect(
-                self.path, timeout=self.busy_timeout, isolation_level=None
-            )
-        except sqlite3.Error as exc:
-            raise storage_error(self.path, exc, "opening") from exc
-        if not hasattr(conn, "_execute"):  # pragma: no cover - guards an aiosqlite change
-            await conn.close()
-            raise StorageError("this aiosqlite has no Connection._execute; use aiosqlite<0.23")
-        return conn
+    def _connection(self) -> ThreadConnection:
+        return ThreadConnection(self.path, what="SQLite storage", busy_timeout=self.busy_timeout)
 
     async def aclose(self) -> None:
         if self._writer is None:
@@ -195,11 +184,10 @@ class SQLiteStorage:
     async def _close(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
-        self._writer_raw = self._reader_raw = None
         if reader is not None:
-            await reader.close()
+            await reader.aclose()
         if writer is not None:
-            await writer.close()
+            await writer.aclose()
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -216,7 +204,7 @@ class SQLiteStorage:
                 op.error = error
             return
         try:
-            version = await _call(writer, _sql.apply_batch, self._writer_raw, ops)
+            version = await writer.call(_sql.apply_batch, ops, self.origin)
         except Exception as exc:
             for op in ops:
                 op.error = self._error(exc, "writing")
@@ -229,7 +217,7 @@ class SQLiteStorage:
                 listener.set(version)
 
     def _error(self, exc: BaseException, doing: str) -> BaseException:
-        if isinstance(exc, HyperqueueError) or not isinstance(exc, sqlite3.Error | ValueError):
+        if isinstance(exc, HyperqueueError) or not isinstance(exc, DatabaseError | ValueError):
             return exc
         return storage_error(self.path, exc, doing)
 
@@ -243,17 +231,24 @@ class SQLiteStorage:
         if reader is None:
             raise StorageError(f"SQLite storage {str(self.path)!r} is not open")
         try:
-            result: T = await _call(reader, fn, self._reader_raw, *args)
-        except (sqlite3.Error, ValueError) as exc:
+            result: T = await reader.call(fn, *args)
+        except (DatabaseError, ValueError) as exc:
             raise storage_error(self.path, exc, "reading") from exc
         return result
 
     # -- the Storage protocol: writes ----------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[Job], *, now: float, key_ttl: float | None) -> list[Job]:
+    async def enqueue(
+        self,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        key_ttl: float | None,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> list[Job]:
         if not jobs:
             return []
-        return await self._write(_sql.enqueue, jobs, now, key_ttl)
+        return await self._write(_sql.enqueue, jobs, now, key_ttl, max_queued)
 
     async def claim(
         self,
@@ -263,10 +258,19 @@ class SQLiteStorage:
         now: float,
         lease: float,
         worker: str,
+        tasks: Sequence[str] | None = None,
+        max_running: Mapping[str, int] | None = None,
     ) -> list[Job]:
         if limit < 1:
             return []
-        return await self._write(_sql.claim, self._claimed, queues, limit, now, lease, worker)
+        return await self._write(
+            _sql.claim, self._claimed, queues, limit, now, lease, worker, tasks, max_running
+        )
+
+    async def mark_started(self, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
+        if not starts:
+            return []
+        return await self._write(_sql.mark_started, self._claimed, starts)
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
         if not outcomes:
@@ -292,8 +296,16 @@ class SQLiteStorage:
     async def retry(self, job_id: str, *, now: float) -> Job:
         return _raise_refusal(await self._write(_sql.retry, job_id, now))
 
-    async def set_progress(self, job_id: str, token: int, progress: object) -> bool:
-        return await self._write(_sql.set_progress, self._claimed, job_id, token, progress)
+    async def set_progress(
+        self, job_id: str, token: int, progress: object, *, now: float = 0.0
+    ) -> bool:
+        return await self._write(_sql.set_progress, self._claimed, job_id, token, progress, now)
+
+    async def register_worker(self, info: WorkerInfo) -> None:
+        await self._write(_sql.register_worker, info)
+
+    async def unregister_worker(self, name: str) -> None:
+        await self._write(_sql.unregister_worker, name)
 
     # -- the Storage protocol: reads -----------------------------------------------------
 
@@ -333,8 +345,22 @@ class SQLiteStorage:
             by_status[_STATUS[status]] = n
         return out
 
-    async def next_run_at(self, queues: Sequence[str] | None) -> float | None:
-        return await self._read(_sql.next_run_at, queues)
+    async def next_run_at(
+        self, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
+    ) -> float | None:
+        return await self._read(_sql.next_run_at, queues, tasks)
+
+    async def backlog(self) -> builtins.list[TaskBacklog]:
+        return await self._read(_sql.backlog)
+
+    async def workers(self, *, now: float) -> builtins.list[WorkerInfo]:
+        return await self._read(_sql.workers, now)
+
+    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
+        return await self._read(_sql.read_events, after, limit)
+
+    async def last_event_id(self) -> int:
+        return await self._read(_sql.last_event_id)
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[_Listener]:
@@ -368,7 +394,7 @@ class SQLiteStorage:
         cutoff = now - older_than
         folder = None if archive_dir is None else Path(archive_dir)
         pruned = archived = 0
-        files: list[str] = []
+        files: builtins.list[str] = []
         after = 0
         while True:
             jobs, after = await self._read(_sql.finished_before, cutoff, after, batch)
@@ -382,12 +408,14 @@ class SQLiteStorage:
             if len(jobs) < batch:
                 break
         forgotten = await self._write(_sql.forget_keys, now)
+        events = await self._write(_sql.prune_events, cutoff)
         return PruneReport(
             cutoff=cutoff,
             pruned=pruned,
             archived=archived,
             files=tuple(files),
             keys_forgotten=forgotten,
+            events_pruned=events,
         )
 
     async def disk_usage(self) -> DiskUsage:
@@ -442,8 +470,8 @@ class SQLiteStorage:
                 raise StorageError(f"SQLite storage {str(self.path)!r} is closed")
             for statement in statements:
                 try:
-                    await _call(writer, _run_statement, self._writer_raw, statement)
-                except sqlite3.Error as exc:
+                    await writer.call(_run_statement, statement)
+                except DatabaseError as exc:
                     raise storage_error(self.path, exc, statement) from exc
 
         await self._batches.exclusive(run)
@@ -451,7 +479,7 @@ class SQLiteStorage:
     async def health(self) -> SQLiteHealth:
         """Read the database once and report latency, the SQLite version, and whether
         that version's WAL-reset bug matters here (several processes on the file)."""
-        version = sqlite3.sqlite_version
+        version = sqlite_version()
         bug = wal_reset_bug(version)
         started = time.perf_counter()
         try:
@@ -494,34 +522,27 @@ class SQLiteStorage:
         )
 
 
-async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(*args)`` in the connection's thread: one hop, however much it does.
-
-    aiosqlite's public API awaits every statement (~25-80 us each); a transaction run
-    as one function costs a single hop. ``Connection._execute`` is private but has kept
-    its shape through aiosqlite 0.17 to 0.22; ``open`` checks it is there.
-    """
-    result: T = await conn._execute(fn, *args)  # type: ignore[no-untyped-call]
-    return result
-
-
 def _raise_refusal(result: Job | Exception) -> Job:
     if isinstance(result, Exception):
         raise result
     return result
 
 
-def _run_statement(conn: sqlite3.Connection, statement: str) -> None:
-    conn.execute(statement).fetchall()
+def _query_only(conn: Connection) -> None:
+    conn.execute("PRAGMA query_only = ON")
 
 
-def _free_pages_bytes(conn: sqlite3.Connection) -> int:
+def _run_statement(conn: Connection, statement: str) -> None:
+    conn.execute(statement)
+
+
+def _free_pages_bytes(conn: Connection) -> int:
     pages: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
     size: int = conn.execute("PRAGMA page_size").fetchone()[0]
     return pages * size
 
 
-def _processes(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+def _processes(conn: Connection) -> builtins.list[tuple[str, int]]:
     return conn.execute("SELECT host, pid FROM hq_processes").fetchall()
 
 

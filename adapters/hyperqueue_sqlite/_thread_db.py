@@ -1,29 +1,39 @@
-"""One ``sqlite3`` connection used from a worker thread, for small side tables.
+"""One database connection used from anyio worker threads, one call at a time.
 
-Configuration versions and audit records are written rarely next to the jobs; one
-connection serialised by a capacity limiter of one is enough for them, and going
-through ``anyio.to_thread`` keeps them usable on trio as well as asyncio. The file is
-opened (checked, switched to WAL, migrated) exactly as ``SQLiteStorage`` opens it, so
-either may create it and all may use it at once.
+Every connection to a hyperqueue file is one of these: the storage's writer and reader
+(:mod:`._storage`), and the connections of the side tables (configuration versions,
+audit records). A call hops to a worker thread through ``anyio.to_thread.run_sync``
+with a capacity limiter of one, so calls on a connection never overlap and the same
+code runs on trio as well as asyncio. A call runs a whole function there (a whole
+transaction: one hop, however many statements it holds).
+
+anyio's worker threads end with the event loop, so a program that never closes its
+connections still exits when its main function returns; what it committed is in the
+file (the WAL), and the next connection to open the file reads it.
 """
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, TypeVarTuple
 
 import anyio
+import anyio.to_thread
 
 from hyperqueue import StorageError
 
+from ._driver import Connection, DatabaseError
 from ._open import check_path, prepare, storage_error
 
 __all__ = ["ThreadConnection"]
 
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
 
 class ThreadConnection:
-    """``await open()``, ``await call(doing, sql, params)``, ``await aclose()``.
+    """``await open()``, ``await call(fn, *args)``, ``await aclose()``.
 
     ``what`` names the user in errors ("SQLite config store '/x.db' is not open");
     ``busy_timeout`` bounds a wait for another process's write lock.
@@ -35,52 +45,66 @@ class ThreadConnection:
         self.path = Path(path)
         self.what = what
         self.busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
+        self._conn: Connection | None = None
         self._limiter = anyio.CapacityLimiter(1)
 
     @property
     def is_open(self) -> bool:
         return self._conn is not None
 
-    async def open(self) -> None:
+    async def open(self, setup: Callable[..., object] | None = None, *args: Any) -> None:
+        """Connect, then run ``setup(conn, *args)`` in the same hop; if it raises, the
+        connection is closed. By default the path is checked and the file prepared as
+        ``SQLiteStorage`` prepares it (WAL, synchronous=NORMAL, migrations)."""
         if self._conn is not None:
             return
-        check_path(self.path)
-        self._conn = await anyio.to_thread.run_sync(self._connect, limiter=self._limiter)
+        if setup is None:
+            check_path(self.path)
+            setup, args = prepare, (self.path, "NORMAL")
+        self._conn = await anyio.to_thread.run_sync(
+            self._connect, setup, args, limiter=self._limiter
+        )
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, setup: Callable[..., object], args: tuple[Any, ...]) -> Connection:
         try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
+            conn = Connection(self.path, busy_timeout=self.busy_timeout)
+        except DatabaseError as exc:
             raise storage_error(self.path, exc, "opening") from exc
         try:
-            prepare(conn, self.path, "NORMAL")
+            setup(conn, *args)
+        except DatabaseError as exc:
+            conn.close()
+            raise storage_error(self.path, exc, "opening") from exc
         except BaseException:
             conn.close()
             raise
         return conn
 
     async def aclose(self) -> None:
+        """Close once the call in flight (if any) is done; shielded from cancellation."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(conn.close, limiter=self._limiter)
 
-    async def call(self, doing: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
-        """Run one statement in the thread; sqlite3 errors become ``StorageError``."""
+    async def call(self, fn: Callable[[Connection, *Ts], T], *args: *Ts) -> T:
+        """``fn(conn, *args)`` in a worker thread: one hop, however much it does.
+        Errors come back as raised; a closed connection is a ``StorageError``."""
         conn = self._conn
         if conn is None:
             raise StorageError(f"{self.what} {str(self.path)!r} is not open")
+        return await anyio.to_thread.run_sync(fn, conn, *args, limiter=self._limiter)
 
-        def run() -> list[Any]:
-            try:
-                return conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise storage_error(self.path, exc, doing) from exc
+    async def query(self, doing: str, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        """The rows of one statement; driver errors become ``StorageError`` saying
+        what was being done."""
+        return await self.call(_query, self.path, doing, sql, params)
 
-        return await anyio.to_thread.run_sync(run, limiter=self._limiter)
+
+def _query(
+    conn: Connection, path: Path, doing: str, sql: str, params: tuple[object, ...]
+) -> list[Any]:
+    try:
+        return conn.execute(sql, params).fetchall()
+    except DatabaseError as exc:
+        raise storage_error(path, exc, doing) from exc

@@ -11,6 +11,7 @@ number of its live entry tells the two apart.
 
 from __future__ import annotations
 
+import builtins
 import heapq
 import secrets
 from collections import deque
@@ -549,8 +550,8 @@ class MemoryStorage:
     async def counts(self) -> dict[str, dict[JobStatus, int]]:
         return {name: dict(counts) for name, counts in self._counts.items()}
 
-    async def backlog(self) -> list[TaskBacklog]:
-        out: list[TaskBacklog] = []
+    async def backlog(self) -> builtins.list[TaskBacklog]:
+        out: builtins.list[TaskBacklog] = []
         for (queue_name, task_name), lanes in self._lanes.items():
             pending = [
                 job
@@ -583,7 +584,7 @@ class MemoryStorage:
                 earliest = when
         return earliest
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> list[StoredEvent]:
+    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
         log = self._log
         if not log or after >= self._event_id:
             return []

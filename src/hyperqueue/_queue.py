@@ -7,8 +7,8 @@ to this process: the registered tasks, its workers, and events to wake local wai
 
 from __future__ import annotations
 
-import math
 import base64
+import math
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -42,6 +42,7 @@ from ._models import (
     TaskBacklog,
     WorkerInfo,
 )
+from ._modes import ModeController
 from ._ratelimit import RateLimiter
 from ._retry import Retry
 from ._task import JobOptions, Submission, Task
@@ -739,6 +740,7 @@ class Queue:
         drain_timeout: float = 30.0,
         prefetch: int = 0,
         name: str | None = None,
+        modes: ModeController | None = None,
     ) -> Worker:
         """A pool running this queue's jobs; ``async with`` starts it and drains it.
 
@@ -752,6 +754,11 @@ class Queue:
         round trips (SQLite, PostgreSQL). Prefetched jobs count as running (their lease
         is renewed) though they wait, so keep it 0 for long jobs, or one pool would
         hoard work that another could start.
+
+        ``modes``: a :class:`ModeController` whose mode must allow ``execute`` for the
+        pool to claim (read-only and maintenance stop claiming; running jobs finish).
+        The pool registers itself on the storage with its tasks, so every process
+        sees who serves what (:meth:`Queue.workers`).
         """
         return Worker(
             self,
@@ -761,6 +768,7 @@ class Queue:
             drain_timeout=drain_timeout,
             prefetch=prefetch,
             name=name,
+            modes=modes,
         )
 
     def __repr__(self) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import platform
+import secrets
 import traceback as tb_module
 from collections import deque
 from collections.abc import Sequence
@@ -43,6 +43,7 @@ from ._events import (
 )
 from ._json import to_json_form
 from ._models import Job, JobStatus, Outcome, WorkerInfo
+from ._modes import ModeController, Operation
 from ._retry import Retry
 
 if TYPE_CHECKING:
@@ -55,6 +56,7 @@ _log = logging.getLogger("hyperqueue.worker")
 _START_DELAY = 0.01
 """Seconds a start waits to be stored with its job's outcome before it is stored alone:
 a short job's start and end cost one write, a long job's start is visible at once."""
+_MODE_RECHECK = 0.25  # seconds between looks at a mode that stops workers claiming
 _UNKNOWN_TASK_WAIT = 1.0  # a job of a task this pool dropped goes back for another worker
 _DEFAULT_RETRY = Retry(2)  # backoff for jobs given attempts by a template or the API
 
@@ -129,6 +131,7 @@ class Worker:
         drain_timeout: float,
         name: str | None,
         prefetch: int = 0,
+        modes: ModeController | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -139,6 +142,7 @@ class Worker:
         if not drain_timeout >= 0:
             raise ValueError("drain_timeout must be >= 0 seconds")
         self._queue = queue
+        self._modes = modes
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.queues = tuple(queues) if queues is not None else None
@@ -289,7 +293,7 @@ class Worker:
             name=self.name,
             concurrency=self.concurrency,
             running=self._busy,
-            paused=self.paused,
+            paused=self.paused or not self._mode_allows(),
             **self._counts,
         )
 
@@ -364,7 +368,7 @@ class Worker:
         self._claiming = True
         try:
             while not self._stopping:
-                if self._resumed is not None:
+                if self._resumed is not None or not self._mode_allows():
                     await self._wait_resumed()
                     continue
                 listener.clear()
@@ -396,19 +400,24 @@ class Worker:
             if self._idle and not self._waking:
                 self._wake_one()  # hand the claim duty (or the new jobs) on
 
+    def _mode_allows(self) -> bool:
+        return self._modes is None or self._modes.allows(Operation.EXECUTE)
+
     async def _wait_resumed(self) -> None:
+        """Wait for :meth:`resume`, or (a mode that stops execution) look again in 0.25 s."""
         resumed, stop = self._resumed, self._stop
         assert stop is not None
-        if resumed is None:
-            return
         async with anyio.create_task_group() as tg:
 
-            async def first(wait: Any) -> None:
-                await wait()
+            async def first(wait: Any, *args: Any) -> None:
+                await wait(*args)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(first, resumed.wait)
             tg.start_soon(first, stop.wait)
+            if resumed is not None:
+                tg.start_soon(first, resumed.wait)
+            else:
+                tg.start_soon(first, self._queue.clock.sleep, _MODE_RECHECK)
 
     async def _wait_for_work(self, listener: WorkListener) -> None:
         queue = self._queue

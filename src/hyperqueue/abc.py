@@ -11,6 +11,7 @@ share; run it against a new backend before trusting it with jobs.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
@@ -130,8 +131,11 @@ class Storage(Protocol):
         """Send a failed or cancelled job back to pending with fresh attempts."""
         ...
 
-    async def set_progress(self, job_id: str, token: int, progress: object) -> bool:
-        """Record the progress of a running job; ``False`` if the claim is stale."""
+    async def set_progress(
+        self, job_id: str, token: int, progress: object, *, now: float = 0.0
+    ) -> bool:
+        """Record the progress of a running job (a ``job.progress`` event at ``now``);
+        ``False`` if the claim is stale."""
         ...
 
     async def get(self, job_id: str) -> Job | None: ...
@@ -159,11 +163,11 @@ class Storage(Protocol):
         """The earliest ``run_at`` of a pending job in ``queues`` (of ``tasks``), or ``None``."""
         ...
 
-    async def backlog(self) -> list[TaskBacklog]:
+    async def backlog(self) -> builtins.list[TaskBacklog]:
         """Pending jobs per queue and task (the tasks that have any)."""
         ...
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> list[StoredEvent]:
+    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
         """Entries of the event log with an id above ``after``, oldest first."""
         ...
 
@@ -177,7 +181,7 @@ class Storage(Protocol):
 
     async def unregister_worker(self, name: str) -> None: ...
 
-    async def workers(self, *, now: float) -> list[WorkerInfo]:
+    async def workers(self, *, now: float) -> builtins.list[WorkerInfo]:
         """The worker pools alive at ``now`` (their ``expires_at`` is later)."""
         ...
 

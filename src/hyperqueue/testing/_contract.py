@@ -638,7 +638,7 @@ class StorageContract:
         start = await storage.last_event_id()
         a, b, c = make(max_attempts=2), make(), make()
         await storage.enqueue([a, b, c], now=T0, key_ttl=None)
-        ca, cb, cc = await _claim(storage, now=T0)
+        ca, cb, _ = await _claim(storage, now=T0)
         await storage.mark_started([(ca.id, ca.token, T0 + 1)])
         await storage.set_progress(ca.id, ca.token, 0.5, now=T0 + 1.5)
         await storage.finish(

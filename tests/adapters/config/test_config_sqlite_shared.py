@@ -14,12 +14,6 @@ from hyperqueue_sqlite._storage import SQLiteStorage
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    """SQLiteStorage uses aiosqlite, which is asyncio-only."""
-    return "asyncio"
-
-
 async def test_config_versions_live_beside_the_jobs(tmp_path: Path) -> None:
     path = tmp_path / "hq.db"
     storage = SQLiteStorage(path)
@@ -40,13 +34,13 @@ async def test_config_versions_live_beside_the_jobs(tmp_path: Path) -> None:
 
 
 async def test_a_config_store_refuses_a_foreign_database(tmp_path: Path) -> None:
-    import sqlite3
+    import apsw
 
     from hyperqueue import StorageError
 
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (x)")
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE t (x)")
     conn.close()
     with pytest.raises(StorageError, match="did not create"):
         async with ConfigStore(path):

@@ -15,7 +15,7 @@ MakeClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 @pytest.fixture
 def anyio_backend() -> str:
-    """Litestar, uvicorn and aiosqlite run on asyncio: the server's tests run there."""
+    """Litestar and uvicorn run on asyncio: the server's tests run there."""
     return "asyncio"
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import apsw
 import pytest
 
 import hyperqueue as hq
@@ -42,24 +42,24 @@ async def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
 
 async def test_a_file_from_a_newer_hyperqueue(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE jobs (id TEXT)")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE jobs (id TEXT)")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     await refused(path, f"schema version {SCHEMA_VERSION + 1}", "newer")
 
 
 async def test_a_database_hyperqueue_did_not_create(tmp_path: Path) -> None:
     path = tmp_path / "other.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
     conn.close()
     await refused(path, "did not create")
 
 
 async def test_a_locked_file(tmp_path: Path) -> None:
     path = tmp_path / "jobs.db"
-    holder = sqlite3.connect(path, isolation_level=None)
+    holder = apsw.Connection(str(path))
     try:
         holder.execute("CREATE TABLE t (x)")
         holder.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -73,8 +73,8 @@ async def test_a_locked_file(tmp_path: Path) -> None:
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "jobs.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE t (x)")
+    conn = apsw.Connection(str(path))
+    conn.execute("CREATE TABLE t (x)")
     conn.close()
     path.chmod(0o444)
     yield path
@@ -99,12 +99,21 @@ async def test_a_new_file_is_created_in_wal_mode_with_the_current_schema(tmp_pat
     await storage.open()  # harmless twice
     await storage.aclose()
     await storage.aclose()
-    conn = sqlite3.connect(path)
+    conn = apsw.Connection(str(path))
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchall() == [("wal",)]
+        assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-        assert {"jobs", "job_keys", "audit_log", "events", "config_versions", "api_keys"} <= tables
+        assert {
+            "jobs",
+            "job_keys",
+            "audit_log",
+            "job_events",
+            "hq_workers",
+            "task_counts",
+            "config_versions",
+            "api_keys",
+        } <= tables
     finally:
         conn.close()
 
@@ -124,10 +133,23 @@ async def test_using_a_closed_storage_is_a_storage_error(tmp_path: Path) -> None
         await storage.get("x")
 
 
-def test_trio_gets_a_clear_error(tmp_path: Path) -> None:
+def test_a_missing_file_is_created_and_opens_on_trio(tmp_path: Path) -> None:
+    """Outside the anyio plugin too: ``trio.run`` as a program would call it."""
     import trio
 
-    storage = SQLiteStorage(tmp_path / "jobs.db")
-    with pytest.raises(hq.StorageError, match="asyncio only"):
-        trio.run(storage.open)
-    assert not (tmp_path / "jobs.db").exists()
+    path = tmp_path / "jobs.db"
+    assert not path.exists()
+
+    async def main() -> hq.Job | None:
+        storage = SQLiteStorage(path)
+        await storage.open()
+        try:
+            job = hq.Job(id="j1", task="t", created_at=1.0, run_at=1.0)
+            await storage.enqueue([job], now=1.0, key_ttl=None)
+            return await storage.get("j1")
+        finally:
+            await storage.aclose()
+
+    stored = trio.run(main)
+    assert stored is not None and stored.id == "j1"
+    assert path.exists()

@@ -94,8 +94,9 @@ async def test_killed_worker_jobs_run_again_and_nothing_else_runs_twice(
                 await anyio.sleep(0.01)
             health = await queue.storage.health()  # type: ignore[attr-defined]
             assert health.processes >= 3
-            if wal_reset_bug(health.sqlite_version):
-                assert health.status == "degraded" and "WAL-reset" in health.message
+            # apsw brings SQLite >= 3.51.3: several processes on the file are fine
+            assert not wal_reset_bug(health.sqlite_version), health
+            assert health.status == "healthy", health
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(10)
             await wait_for_completed(queue, len(jobs))
@@ -121,7 +122,8 @@ async def test_killed_worker_jobs_run_again_and_nothing_else_runs_twice(
         assert total[job.id] >= 1
         if total[job.id] > 1:
             assert job.id in in_flight, f"{job.id} ran twice without a crash"
-            assert stored.worker != "victim" and stored.attempts >= 2
+            # the lost worker spent no attempt: it is rescued, not retried
+            assert stored.worker != "victim" and stored.rescues >= 1 and stored.attempts == 1
         if stored.worker == "victim":  # acknowledged by the victim: never run again
             assert total[job.id] == 1
     # what the victim had started but not finished ran again elsewhere

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anyio
+import apsw
 import pytest
 
 import hyperqueue as hq
 from hyperqueue._ids import IdFactory
-from hyperqueue_sqlite import SQLiteStorage, _sql
+from hyperqueue_sqlite import SQLiteStorage, _driver, _sql
 
 pytestmark = pytest.mark.anyio
 
@@ -149,9 +149,9 @@ async def test_concurrent_writes_share_transactions(
     batches: list[int] = []
     apply = _sql.apply_batch
 
-    def counting(conn: sqlite3.Connection, ops: list[_sql.Op]) -> int | None:
+    def counting(conn: _driver.Connection, ops: list[_sql.Op], origin: str) -> int | None:
         batches.append(len(ops))
-        return apply(conn, ops)
+        return apply(conn, ops, origin)
 
     monkeypatch.setattr(_sql, "apply_batch", counting)
     jobs = [make() for _ in range(200)]
@@ -194,18 +194,20 @@ async def test_one_bad_write_fails_alone(storage: SQLiteStorage) -> None:
 
 async def test_a_claim_scans_only_pending_jobs(storage: SQLiteStorage) -> None:
     """Finished jobs pile up; the claim must use the pending-only index, not the table."""
-    conn = sqlite3.connect(storage.path)
+    conn = apsw.Connection(str(storage.path))
     try:
-        for queues in (1, 3):
-            params: dict[str, object] = {f"q{i}": "default" for i in range(queues)}
+        for pairs in (1, 3, 12):  # 12 pairs: past the union, one scan of the index
+            params: dict[str, object] = {f"q{i}": "default" for i in range(pairs)}
+            params.update({f"t{i}": f"task{i}" for i in range(pairs)})
             params.update(now=T0, until=T0, worker="w", limit=10)
             plan = [
                 row[3]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + _sql._claim_sql(queues), params)
+                for row in conn.execute("EXPLAIN QUERY PLAN " + _sql._claim_sql(pairs), params)
             ]
             searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
             assert all(
-                "jobs_ready" in s or "PRIMARY KEY" in s or "subquery" in s for s in searches
+                "jobs_ready" in s or "PRIMARY KEY" in s or "subquery" in s or "VALUES" in s
+                for s in searches
             ), plan
     finally:
         conn.close()
@@ -254,7 +256,7 @@ async def test_a_queue_runs_jobs_end_to_end(tmp_path: Path) -> None:
 
 async def test_recount_repairs_counts_after_a_hand_edit(storage: SQLiteStorage) -> None:
     job = make(queue="side")
-    conn = sqlite3.connect(storage.path)
+    conn = apsw.Connection(str(storage.path))
     with conn:  # a job added by hand, as an operator might
         from hyperqueue_sqlite._rows import INSERT, job_to_row
 

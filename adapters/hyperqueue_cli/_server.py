@@ -1,0 +1,259 @@
+"""What ``hyperqueue serve`` runs, built from its configuration.
+
+:func:`build_server` is the one place where the configuration (defaults, then the TOML
+file, then ``HYPERQUEUE_*`` variables) becomes a server, so every key that validates
+takes effect here, and options given on the command line win over it:
+
+- ``server.*``: the address (``host``, ``port``), the body limit (``max_body_bytes``)
+  and the slow-request threshold (``slow_request_ms``, through ``Metrics``);
+- ``storage.*``: the queue's storage (:func:`~._load.use_storage`);
+- ``workers.*``: every option of the server's worker pool (:func:`worker_settings`);
+- ``keys``, ``tenants``, ``rate_limits``: authentication, quotas and limits, which
+  also change while running (``ConfigApi``);
+- ``retention.*``: :class:`Retention`, a supervised service that prunes finished jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.plugins import InitPlugin
+
+import hyperqueue as hq
+
+from ._load import use_storage
+
+if TYPE_CHECKING:
+    from hyperqueue_litestar import Auth, HyperqueuePlugin
+    from hyperqueue_litestar._config import Config, RetentionSettings, WorkerSettings
+    from hyperqueue_sqlite import RetentionPolicy, SQLiteStorage
+
+__all__ = ["Retention", "ServerPlan", "build_server", "retention_policy", "worker_settings"]
+
+_DAY = 86_400.0
+_MiB = 1 << 20
+
+
+def worker_settings(
+    config: Config, *, concurrency: int | None = None, drain_timeout: float | None = None
+) -> WorkerSettings:
+    """``config.workers`` with the options given on the command line on top."""
+    changes: dict[str, Any] = {}
+    if concurrency is not None:
+        changes["concurrency"] = concurrency
+    if drain_timeout is not None:
+        changes["drain_timeout"] = drain_timeout
+    return msgspec.structs.replace(config.workers, **changes)
+
+
+def describe_workers(workers: WorkerSettings) -> str:
+    """One line about a worker pool's settings, for people."""
+    queues = ", ".join(workers.queues) if workers.queues else "all"
+    return (
+        f"{workers.concurrency} (queues: {queues}; lease {workers.lease:g} s; "
+        f"prefetch {workers.prefetch}; drain {workers.drain_timeout:g} s)"
+    )
+
+
+def retention_policy(settings: RetentionSettings) -> RetentionPolicy:
+    """The SQLite adapter's policy for ``retention.*``: ``max_age_days`` in seconds,
+    ``min_free_disk_mb`` in bytes (MiB), the archive folder as it is."""
+    from hyperqueue_sqlite import RetentionPolicy
+
+    return RetentionPolicy(
+        keep_for=settings.max_age_days * _DAY,
+        archive_dir=settings.archive_dir,
+        min_free_bytes=settings.min_free_disk_mb * _MiB,
+    )
+
+
+class Retention(InitPlugin):
+    """Enforces a :class:`~hyperqueue_sqlite.RetentionPolicy` on a SQLite storage for the
+    app's lifespan: ``hyperqueue_sqlite.maintenance_service`` (prune, archive first when
+    a folder is named, prune harder and vacuum when the disk is low, ``PRAGMA optimize``)
+    under a :class:`hyperqueue.Supervisor`, at start and then every ``interval`` seconds
+    (plus up to 10 % jitter). A failed run is logged and retried with backoff.
+
+    Add it after the :class:`~hyperqueue_litestar.HyperqueuePlugin` (``create_app``'s
+    ``plugins=``): its lifespan then runs inside the plugin's, while the storage is open.
+    :meth:`check` is a health check (the service's: healthy while it runs on schedule).
+    """
+
+    __slots__ = ("clock", "interval", "policy", "service", "storage")
+
+    def __init__(
+        self,
+        storage: SQLiteStorage,
+        policy: RetentionPolicy,
+        *,
+        interval: float = 3600.0,
+        clock: hq.Clock | None = None,
+    ) -> None:
+        self.storage = storage
+        self.policy = policy
+        self.interval = interval
+        self.clock: hq.Clock = clock if clock is not None else hq.SystemClock()
+        self.service: hq.Service | None = None
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.lifespan.append(self.lifespan)
+        return app_config
+
+    @asynccontextmanager
+    async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        from hyperqueue_sqlite import maintenance_service
+
+        service = maintenance_service(
+            self.storage,
+            policy=self.policy,
+            interval=self.interval,
+            clock=self.clock,
+            name="retention",
+        )
+        async with hq.Supervisor(clock=self.clock) as supervisor:
+            self.service = supervisor.add(service)
+            yield
+
+    async def check(self) -> hq.CheckResult | None:
+        if self.service is None:
+            return hq.CheckResult(status=hq.HealthStatus.UNHEALTHY, message="not started")
+        return await self.service.check()
+
+    def describe(self) -> str:
+        """One line about what it does, for people."""
+        policy = self.policy
+        text = f"finished jobs pruned after {policy.keep_for / _DAY:g} days"
+        if policy.archive_dir:
+            text += f", archived to {policy.archive_dir}"
+        if policy.min_free_bytes:
+            text += (
+                f" ({policy.low_disk_keep_for / 3600:g} h under "
+                f"{policy.min_free_bytes // _MiB} MiB free disk)"
+            )
+        return f"{text}; every {self.interval:g} s"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerPlan:
+    """A server ready to run: the app and what it was built from, for the banner."""
+
+    app: Litestar
+    plugin: HyperqueuePlugin
+    queue: hq.Queue
+    config: Config
+    """The configuration from the file and the environment (what the config API serves;
+    the command line's options are not in it)."""
+    auth: Auth
+    host: str
+    port: int
+    workers: WorkerSettings
+    """The pool's settings: ``config.workers`` with the command line's options on top."""
+    state: str
+    """Where the jobs live, for people."""
+    retention: Retention | None
+    warnings: tuple[str, ...]
+
+
+def build_server(
+    config: Config,
+    queue: hq.Queue,
+    *,
+    db: Path | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    concurrency: int | None = None,
+    drain_timeout: float | None = None,
+    watch: Path | None = None,
+) -> ServerPlan:
+    """The app ``hyperqueue serve`` runs for ``queue`` with ``config``; the keyword
+    options are the command line's and win over the configuration. ``watch`` is the
+    configuration file to reload while running. Puts ``queue`` on its storage."""
+    from hyperqueue_litestar import (
+        Audit,
+        Auth,
+        HyperqueuePlugin,
+        MemoryAuditSink,
+        Metrics,
+        RateLimitMiddleware,
+        SQLiteAuditSink,
+        create_app,
+    )
+    from hyperqueue_litestar._config import MemoryConfigStore
+    from hyperqueue_litestar._config_routes import ConfigApi
+    from hyperqueue_sqlite import ConfigStore, SQLiteStorage
+
+    warnings: list[str] = []
+    state, warning = use_storage(queue, config.storage, db)
+    if warning:
+        warnings.append(warning)
+    workers = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
+    max_body = config.server.max_body_bytes
+
+    auth = Auth.from_config(queue, config, max_body_size=max_body)
+    limits = RateLimitMiddleware(queue, config.rate_limits)
+    metrics = Metrics(queue, slow_request_ms=config.server.slow_request_ms)
+    storage = queue.storage
+    sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
+    audit_sink = SQLiteAuditSink(sqlite) if sqlite else MemoryAuditSink()
+    # API keys, tenant quotas, rate limits and the slow-request threshold change live:
+    # through the API (admin) or by editing the watched file.
+    config_api = ConfigApi(
+        queue,
+        config,
+        store=ConfigStore(sqlite) if sqlite else MemoryConfigStore(),
+        targets=[auth, limits, metrics],
+        guards=[auth.guard],
+        watch=watch,
+    )
+    plugins: list[Any] = [metrics, Audit(queue, audit_sink, guards=[auth.guard]), config_api]
+    retention: Retention | None = None
+    if isinstance(storage, SQLiteStorage):
+        retention = Retention(
+            storage,
+            retention_policy(config.retention),
+            interval=config.retention.interval_seconds,
+            clock=queue.clock,
+        )
+        plugins.append(retention)
+    elif isinstance(storage, hq.MemoryStorage):
+        warnings.append(
+            "retention.*: not applied to memory storage: finished jobs stay in memory "
+            "until the process ends"
+        )
+    else:
+        warnings.append(f"retention.*: not applied: {storage!r} has no retention")
+    app = create_app(
+        queue,
+        concurrency=workers.concurrency,
+        queues=workers.queues,
+        lease=workers.lease,
+        drain_timeout=workers.drain_timeout,
+        prefetch=workers.prefetch,
+        max_body_size=max_body,
+        guards=[auth.guard],
+        middleware=[auth.middleware, limits],
+        plugins=plugins,
+    )
+    plugin = app.plugins.get(HyperqueuePlugin)
+    if retention is not None:
+        plugin.health.add("retention", retention.check, critical=False)
+    return ServerPlan(
+        app=app,
+        plugin=plugin,
+        queue=queue,
+        config=config,
+        auth=auth,
+        host=host if host is not None else config.server.host,
+        port=port if port is not None else config.server.port,
+        workers=workers,
+        state=state,
+        retention=retention,
+        warnings=tuple(warnings),
+    )
