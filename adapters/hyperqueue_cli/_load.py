@@ -13,7 +13,7 @@ import click
 import hyperqueue as hq
 
 if TYPE_CHECKING:
-    from hyperqueue_litestar._config import StorageSettings
+    from hyperqueue_litestar import StorageSettings
 
 __all__ = ["MEMORY_WARNING", "load_queue", "use_storage"]
 
@@ -71,7 +71,7 @@ def use_storage(
     ``storage.kind`` decides: ``sqlite`` puts the queue on ``SQLiteStorage(storage.path)``
     (``./hyperqueue.db`` by default), ``memory`` keeps it in this process.
     """
-    from hyperqueue_litestar._config import StorageSettings
+    from hyperqueue_litestar import StorageSettings
 
     own = not isinstance(queue.storage, hq.MemoryStorage)
     if db is None and own and settings == StorageSettings():

@@ -34,7 +34,7 @@ import hyperqueue as hq
 from ._load import load_queue, use_storage
 
 if TYPE_CHECKING:
-    from hyperqueue_litestar._config import Config
+    from hyperqueue_litestar import Config
 
     from ._server import ServerPlan
 
@@ -60,7 +60,7 @@ def _queue(app: str | None) -> hq.Queue:
 def _config(path: Path | None) -> Config:
     """The configuration: the defaults, then ``--config`` when given, then the
     ``HYPERQUEUE_*`` variables (always; the client commands' own are skipped)."""
-    from hyperqueue_litestar._config import ConfigError, load_config
+    from hyperqueue_litestar import ConfigError, load_config
 
     try:
         return load_config(path)
@@ -307,7 +307,7 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
 def config_show(config_path: Path | None, as_json: bool) -> None:
     """The effective configuration (file + environment + defaults), every key included."""
-    from hyperqueue_litestar._config import ConfigError, dump_config, load_config
+    from hyperqueue_litestar import ConfigError, dump_config, load_config
 
     try:
         settings = load_config(config_path)
@@ -324,7 +324,7 @@ def config_validate(file: Path, no_env: bool) -> None:
     """Check FILE as `serve --config FILE` would read it: exit 0 and "valid", or exit 1
     with the error naming the key and where its value came from (the file or a variable).
     """
-    from hyperqueue_litestar._config import ConfigError, load_config
+    from hyperqueue_litestar import ConfigError, load_config
 
     try:
         load_config(file, env={} if no_env else None)

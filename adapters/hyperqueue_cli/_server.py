@@ -31,8 +31,13 @@ import hyperqueue as hq
 from ._load import use_storage
 
 if TYPE_CHECKING:
-    from hyperqueue_litestar import Auth, HyperqueuePlugin
-    from hyperqueue_litestar._config import Config, RetentionSettings, WorkerSettings
+    from hyperqueue_litestar import (
+        Auth,
+        Config,
+        HyperqueuePlugin,
+        RetentionSettings,
+        WorkerSettings,
+    )
     from hyperqueue_sqlite import RetentionPolicy, SQLiteStorage
 
 __all__ = ["Retention", "ServerPlan", "build_server", "retention_policy", "worker_settings"]
@@ -178,15 +183,15 @@ def build_server(
     from hyperqueue_litestar import (
         Audit,
         Auth,
+        ConfigApi,
         HyperqueuePlugin,
         MemoryAuditSink,
+        MemoryConfigStore,
         Metrics,
         RateLimitMiddleware,
         SQLiteAuditSink,
         create_app,
     )
-    from hyperqueue_litestar._config import MemoryConfigStore
-    from hyperqueue_litestar._config_routes import ConfigApi
     from hyperqueue_sqlite import ConfigStore, SQLiteStorage
 
     warnings: list[str] = []

@@ -33,7 +33,7 @@ from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Guard, Message, Receive, Scope, Send
 
 import hyperqueue as hq
-from hyperqueue_sqlite._thread_db import ThreadConnection
+from hyperqueue_sqlite import ThreadConnection
 
 from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of, route_of
 

@@ -39,7 +39,7 @@ from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 import hyperqueue as hq
-from hyperqueue._clock import Clock, SystemClock
+from hyperqueue import Clock, SystemClock
 
 from ._config import ApiKey, Config, TenantQuota
 from ._security import (

@@ -38,8 +38,7 @@ import anyio.abc
 import msgspec
 from limits import parse_many
 
-from hyperqueue import HyperqueueError
-from hyperqueue._clock import Clock, SystemClock
+from hyperqueue import Clock, HyperqueueError, SystemClock
 
 __all__ = [
     "CLIENT_ENV_VARS",

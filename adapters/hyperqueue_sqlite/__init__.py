@@ -24,16 +24,18 @@ from ._retention import (
 )
 from ._schema import SCHEMA_VERSION
 from ._storage import SQLiteStorage
+from ._thread_db import ThreadConnection
 
 __all__ = [
-    "SCHEMA_VERSION",
     "ConfigStore",
     "DiskUsage",
     "PruneReport",
     "RetentionPolicy",
     "RetentionReport",
+    "SCHEMA_VERSION",
     "SQLiteHealth",
     "SQLiteStorage",
+    "ThreadConnection",
     "maintenance_service",
     "read_archive",
     "wal_reset_bug",
