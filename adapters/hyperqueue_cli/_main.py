@@ -367,8 +367,10 @@ def worker(
     queue = _queue(app)
     where, warning = use_storage(queue, config.storage, db)
     settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
-    if config.tenants:
-        queue.tenant_limits = {name: q.max_running for name, q in config.tenants.items()}
+    for name, quota in config.tenants.items():  # the app's own caps stay if tighter
+        queue.tenant_limits[name] = min(
+            quota.max_running, queue.tenant_limits.get(name, quota.max_running)
+        )
     console = Console(stderr=True)
     console.print(
         f"hyperqueue worker: {settings.concurrency} runners; "

@@ -10,7 +10,8 @@ takes effect here, and options given on the command line win over it:
 - ``workers.*``: every option of the server's worker pool (:func:`worker_settings`);
 - ``keys``, ``tenants``, ``rate_limits``: authentication, quotas and limits, which
   also change while running (``ConfigApi``);
-- ``retention.*``: :class:`Retention`, a supervised service that prunes finished jobs.
+- ``retention.*``: :class:`Retention`, a supervised service that prunes finished jobs;
+- ``templates``: named job defaults, defined on the queue (``queue.template``).
 """
 
 from __future__ import annotations
@@ -241,6 +242,7 @@ def build_server(
         lease=workers.lease,
         drain_timeout=workers.drain_timeout,
         prefetch=workers.prefetch,
+        templates=config.templates,
         max_body_size=max_body,
         guards=[auth.guard],
         middleware=[auth.middleware, limits],

@@ -40,6 +40,8 @@ from limits import parse_many
 
 from hyperqueue import Clock, HyperqueueError, SystemClock
 
+from ._schemas import JobTemplate
+
 __all__ = [
     "CLIENT_ENV_VARS",
     "ApiKey",
@@ -261,6 +263,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     )
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    templates: dict[Annotated[str, msgspec.Meta(min_length=1)], JobTemplate] = msgspec.field(
+        default_factory=dict
+    )
+    """Named job defaults (``[templates.nightly] queue = "reports"``) that submissions
+    refer to with ``template``; defined on the served queue at start."""
 
     def __post_init__(self) -> None:
         seen: set[str] = set()

@@ -44,6 +44,7 @@ class JobTemplate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     delay: float | None = None
     timeout: float | None = None
     max_attempts: _Attempts | None = None
+    max_rescues: _Attempts | None = None
     tenant: str | None = None
 
 

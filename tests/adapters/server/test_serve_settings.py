@@ -519,3 +519,28 @@ def test_worker_command_takes_workers_and_storage_from_config_and_environment(
             proc.kill()
             proc.wait()
         proc.stderr.close()
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@pytest.mark.anyio
+async def test_templates_from_the_config_apply_to_submissions(serve_app: Serve) -> None:
+    settings = config(
+        storage={"kind": "memory"},
+        workers={"queues": ["none"]},
+        templates={"nightly": {"queue": "reports", "priority": "low", "max_attempts": 4}},
+    )
+    plan = plan_for(settings)
+    async with serve_app(plan.app) as client:
+        response = await client.post(
+            "/api/v1/jobs", json={"task": "add", "args": [1, 2], "template": "nightly"}
+        )
+        assert response.status_code == 201, response.text
+        job = response.json()
+        assert (job["queue"], job["priority"], job["max_attempts"]) == ("reports", "low", 4)
+        unknown = await client.post(
+            "/api/v1/jobs", json={"task": "add", "args": [1, 2], "template": "weekly"}
+        )
+        assert unknown.status_code == 422
+        assert "unknown template 'weekly'" in unknown.json()["detail"]
