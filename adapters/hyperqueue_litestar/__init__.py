@@ -42,6 +42,7 @@ from ._config_routes import (
 )
 from ._demo import demo_queue
 from ._errors import STATUS_BY_ERROR
+from ._health import UNSERVED_AFTER
 from ._limits import RateLimitMiddleware
 from ._metrics import Metrics
 from ._plugin import DEFAULT_MAX_BODY_SIZE, HyperqueuePlugin
@@ -106,6 +107,7 @@ __all__ = [
     "SlowRequest",
     "StorageSettings",
     "SuspiciousActivity",
+    "UNSERVED_AFTER",
     "WorkerSettings",
     "create_app",
     "demo_queue",
