@@ -202,6 +202,11 @@ async def test_sse_streams_other_processes_events_and_resumes_after_restart(
                             assert posted.status_code == 201, posted.text
                             jobs.append(posted.json()["id"])
                         events = [await next_event(messages) for _ in range(5 * len(LIFECYCLE))]
+                        # the server's job metrics count what the other process ran
+                        # (its queue relays their events from the log to its bus)
+                        with anyio.fail_after(5):
+                            while _duration_count(await client.get("/metrics"), "work") < 5:
+                                await anyio.sleep(0.05)
                         # stopping the server ends the open stream, after what it still had
                         server.proc.send_signal(signal.SIGTERM)
                         events += await rest(messages)
@@ -256,6 +261,14 @@ async def test_sse_streams_other_processes_events_and_resumes_after_restart(
     for job in missed:
         kinds = [kind for _, kind, resumed_job in resumed if resumed_job["id"] == job.id]
         assert kinds == list(LIFECYCLE), (job.id, kinds)
+
+
+def _duration_count(response: httpx.Response, task: str) -> float:
+    """``hyperqueue_job_duration_seconds_count`` of ``task`` in a Prometheus scrape."""
+    for line in response.text.splitlines():
+        if line.startswith("hyperqueue_job_duration_seconds_count") and f'task="{task}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 # -- 2. a frozen worker's job is rescued, not retried ------------------------------------
