@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Literal
 
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 import hyperqueue as hq
-from hyperqueue._ratelimit import Strategy
 
 from ._config import Config, RateLimits
 from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, route_of, send_json
+
+Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
+"""The strategies of ``hyperqueue.RateLimiter`` (the ``limits`` library's names)."""
 
 __all__ = ["RateLimitMiddleware"]
 

@@ -67,7 +67,9 @@ _CANCELLED = JobStatus.CANCELLED
 
 
 class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Figures of one worker pool since it started."""
+    """Figures of one worker pool since it started. ``retried`` counts failed attempts
+    scheduled to run again; ``rescued`` the jobs this pool found with an expired lease
+    (their worker was lost: no attempt spent); ``lost`` the jobs this pool lost."""
 
     name: str
     concurrency: int
@@ -78,6 +80,7 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: int
     lost: int
     deferred: int
+    rescued: int = 0
     paused: bool = False
 
 
@@ -173,7 +176,7 @@ class Worker:
         self._resumed: anyio.Event | None = None
         self._started_at = 0.0
         self._counts = dict.fromkeys(
-            ("completed", "failed", "retried", "cancelled", "lost", "deferred"), 0
+            ("completed", "failed", "retried", "cancelled", "lost", "deferred", "rescued"), 0
         )
 
     # -- lifecycle -------------------------------------------------------------------
@@ -716,6 +719,7 @@ class Worker:
         queue = self._queue
         now = queue.clock.now()
         rescued = await queue.storage.rescue(now=now)
+        self._counts["rescued"] += len(rescued)
         for job in rescued:
             if job.status.is_final:
                 queue._job_final(job)

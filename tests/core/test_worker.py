@@ -296,11 +296,12 @@ async def test_expired_lease_of_a_crashed_worker_is_rescued_and_fenced(
     job = await work.enqueue()
     # a worker in another process claims the job, then dies without a word
     [claimed] = await queue.storage.claim(None, limit=1, now=clock.now(), lease=30.0, worker="dead")
-    async with guard(), queue.worker(lease=30.0):
+    async with guard(), queue.worker(lease=30.0) as worker:
         await anyio.wait_all_tasks_blocked()
         assert (await queue.get(job.id)).status is hq.JobStatus.RUNNING
         await clock.advance(40.0)  # past the lease, and past a rescue round
         done = await queue.wait(job.id)
+        assert worker.stats().rescued == 1 and worker.stats().retried == 0
     # the lost worker spent no attempt: this is the first that ran to the end
     assert done.result == "second try" and done.attempts == 1 and done.rescues == 1
     late = hq.Outcome(id=job.id, token=claimed.token, status=hq.JobStatus.FAILED, error="zombie")
