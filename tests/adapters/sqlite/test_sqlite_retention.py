@@ -114,6 +114,13 @@ async def test_maintenance_runs_on_a_live_database(storage: SQLiteStorage) -> No
     assert len(await storage.claim(None, limit=5, now=T0, lease=30, worker="w")) == 1
 
 
+async def runs_reach(service: hq.Service, runs: int) -> None:
+    import anyio
+
+    while service.stats().runs < runs:  # noqa: ASYNC110  (a thread's work, not an event)
+        await anyio.sleep(0.01)
+
+
 async def test_maintenance_service_prunes_on_its_schedule(
     storage: SQLiteStorage, tmp_path: Path
 ) -> None:
@@ -130,9 +137,12 @@ async def test_maintenance_service_prunes_on_its_schedule(
         async with hq.Supervisor(clock=clock) as services:
             services.add(service)
             await clock.advance(0)  # the first run, at start: nothing is old enough yet
+            # a run waits on the database's thread, which the fake clock cannot see
+            # (on trio a task waiting on a thread counts as blocked): wait for the run
+            await runs_reach(service, 1)
             assert (await storage.counts())["default"][hq.JobStatus.COMPLETED] == 3
             await clock.advance(1.5 * DAY)  # the next run starts: it prunes week-old jobs
-        # leaving the supervisor lets the run in progress finish
+            await runs_reach(service, 2)
     assert service.stats().runs == 2
     assert await storage.get(old[0].id) is None
     archived = [job for f in (tmp_path / "archive").iterdir() for job in read_archive(f)]
