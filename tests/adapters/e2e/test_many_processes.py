@@ -205,7 +205,7 @@ async def test_sse_streams_other_processes_events_and_resumes_after_restart(
                         # the server's job metrics count what the other process ran
                         # (its queue relays their events from the log to its bus)
                         with anyio.fail_after(5):
-                            while _duration_count(await client.get("/metrics"), "work") < 5:
+                            while _duration_count(await client.get("/metrics"), "work") < 5:  # noqa: ASYNC110
                                 await anyio.sleep(0.05)
                         # stopping the server ends the open stream, after what it still had
                         server.proc.send_signal(signal.SIGTERM)
