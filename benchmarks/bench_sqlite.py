@@ -68,8 +68,9 @@ def raw_sqlite(n: int, per_tx: int) -> float:
         conn = db.cursor()  # one cursor, reused, as the storage's driver does
         conn.execute("PRAGMA journal_mode = WAL").fetchall()
         conn.execute("PRAGMA synchronous = NORMAL")
-        for statement in MIGRATIONS[0]:
-            conn.execute(statement)
+        for migration in MIGRATIONS:  # the same schema and indexes as the storage's
+            for statement in migration:
+                conn.execute(statement)
         new_id = IdFactory()
         now = time.time()
         rows = [job_to_row(hq.Job(id=new_id(now), task="noop", created_at=now, run_at=now))]
@@ -77,7 +78,8 @@ def raw_sqlite(n: int, per_tx: int) -> float:
         claim = (
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
             "started_at = ?, lease_until = ?, worker = 'w' WHERE seq IN (SELECT seq FROM jobs "
-            "WHERE status = 'pending' AND queue = 'default' AND priority = 2 AND run_at <= ? "
+            "WHERE status = 'pending' AND queue = 'default' AND task = 'noop' AND priority = 2 "
+            "AND run_at <= ? "
             f"ORDER BY run_at, seq LIMIT ?) RETURNING {COLUMNS}"
         )
         done = (

@@ -16,11 +16,10 @@ from hyperqueue import Job, JobStatus, Priority
 __all__ = [
     "COLUMNS",
     "INSERT",
-    "encode_job",
+    "encode",
     "from_json",
     "job_from_row",
     "job_to_row",
-    "read_job",
     "to_json",
 ]
 
@@ -42,9 +41,8 @@ _PRIORITY = sorted(Priority, key=lambda p: p.rank)
 _PENDING = JobStatus.PENDING.value
 
 
-encode_job = _encode
-"""A whole job as JSON bytes (the event log's ``job`` column)."""
-read_job = msgspec.json.Decoder(Job).decode
+encode = _encode
+"""Any value as msgspec JSON bytes (the workers table's ``info`` column)."""
 
 
 def to_json(value: Any) -> str | None:

@@ -32,7 +32,7 @@ from hyperqueue import (
 )
 
 from ._driver import Connection
-from ._rows import COLUMNS, INSERT, encode_job, job_from_row, job_to_row, read_job, to_json
+from ._rows import COLUMNS, INSERT, encode, job_from_row, job_to_row, to_json
 
 __all__ = ["Claimed", "Op", "Tx", "apply_batch"]
 
@@ -51,7 +51,7 @@ _COUNT = (
     "INSERT INTO task_counts (queue, task, status, n) VALUES (?, ?, ?, ?) "
     "ON CONFLICT (queue, task, status) DO UPDATE SET n = n + excluded.n"
 )
-_EVENT = "INSERT INTO job_events (at, type, job, origin) VALUES (?, ?, ?, ?)"
+_EVENT = "INSERT INTO job_events (at, type, job_id, origin) VALUES (?, ?, ?, ?)"
 _BUMP_WORK = "UPDATE hq_meta SET value = value + 1 WHERE name = 'work' RETURNING value"
 
 
@@ -66,7 +66,7 @@ class Tx:
         self.conn = conn
         self.origin = origin
         self.counts: dict[tuple[str, str, str], int] = {}
-        self.events: list[tuple[float, str, bytes, str]] = []
+        self.events: list[tuple[float, str, str, str]] = []
         self.work = False
 
     def count(self, job: Job, status: str, n: int) -> None:
@@ -79,7 +79,7 @@ class Tx:
             self.count(job, new, 1)
 
     def event(self, kind: str, at: float, job: Job) -> None:
-        self.events.append((at, kind, encode_job(job), self.origin))
+        self.events.append((at, kind, job.id, self.origin))
 
 
 class Op:
@@ -586,8 +586,12 @@ def delete_finished(tx: Tx, ids: Sequence[str], cutoff: float) -> int:
 
 
 def prune_events(tx: Tx, cutoff: float) -> int:
-    """Delete event log entries older than ``cutoff`` (ids keep growing after it)."""
-    return tx.conn.execute("DELETE FROM job_events WHERE at < ?", (cutoff,)).rowcount
+    """Delete event log entries older than ``cutoff``, but never the newest one: it keeps
+    the largest id, so the next id is one no reader has seen."""
+    return tx.conn.execute(
+        "DELETE FROM job_events WHERE at < ? AND id < (SELECT max(id) FROM job_events)",
+        (cutoff,),
+    ).rowcount
 
 
 def recount(tx: Tx) -> None:
@@ -619,7 +623,7 @@ def unregister_process(tx: Tx, host: str, pid: int) -> None:
 def register_worker(tx: Tx, info: WorkerInfo) -> None:
     tx.conn.execute(
         "INSERT OR REPLACE INTO hq_workers (name, expires_at, info) VALUES (?, ?, ?)",
-        (info.name, info.expires_at, encode_job(info)),
+        (info.name, info.expires_at, encode(info)),
     )
     # forget pools that are long gone, so the table stays as small as the fleet
     tx.conn.execute("DELETE FROM hq_workers WHERE expires_at < ?", (info.seen_at - 86_400,))
@@ -641,20 +645,26 @@ def workers(conn: Connection, now: float) -> list[WorkerInfo]:
     return [_read_worker(row[0]) for row in rows]
 
 
+_JOB_COLUMNS = ", ".join(f"j.{name.strip()}" for name in COLUMNS.split(","))
+_READ_EVENTS = (
+    f"SELECT e.id, e.type, e.at, e.origin, {_JOB_COLUMNS} FROM job_events AS e "
+    "JOIN jobs AS j ON j.id = e.job_id WHERE e.id > ? ORDER BY e.id LIMIT ?"
+)
+
+
 def read_events(conn: Connection, after: int, limit: int) -> list[StoredEvent]:
-    rows = conn.execute(
-        "SELECT id, type, at, job, origin FROM job_events WHERE id > ? ORDER BY id LIMIT ?",
-        (after, limit),
-    ).fetchall()
+    """Entries after ``after``, each with its job as stored now (entries of jobs that
+    retention deleted are left out)."""
+    rows = conn.execute(_READ_EVENTS, (after, limit)).fetchall()
     return [
-        StoredEvent(id=row[0], type=row[1], at=row[2], job=read_job(row[3]), origin=row[4])
+        StoredEvent(id=row[0], type=row[1], at=row[2], origin=row[3], job=job_from_row(row[4:]))
         for row in rows
     ]
 
 
 def last_event_id(conn: Connection) -> int:
-    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'job_events'").fetchone()
-    return 0 if row is None else int(row[0])
+    value = conn.execute("SELECT max(id) FROM job_events").fetchone()[0]
+    return 0 if value is None else int(value)
 
 
 def backlog(conn: Connection) -> list[TaskBacklog]:

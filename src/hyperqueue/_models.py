@@ -160,8 +160,12 @@ class StoredEvent(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     ``id`` only grows across every process and host on the storage, so a reader
     resumes after the last id it saw with no gap and no duplicate. ``type`` is the
-    event tag (``job.completed``), ``job`` the job after the change, ``origin`` the
+    event tag (``job.completed``) and ``at`` when it happened; ``origin`` is the
     :attr:`~hyperqueue.abc.Storage.origin` of the storage object that wrote it.
+    ``job`` is the job: the memory storage keeps it as it was after the change; SQLite
+    (and PostgreSQL) keep a small row per event and read the job as it is stored when
+    the entry is read, which for a final event is the job as it ended (unless it was
+    retried since), and for an earlier event may be further along.
     """
 
     id: int

@@ -148,3 +148,17 @@ async def test_maintenance_service_prunes_on_its_schedule(
     archived = [job for f in (tmp_path / "archive").iterdir() for job in read_archive(f)]
     assert sorted(j.id for j in archived) == sorted(j.id for j in old)
     assert service.stats().failures == 0
+
+
+async def test_pruning_the_event_log_never_lets_an_id_come_back(storage: SQLiteStorage) -> None:
+    jobs = await finished(storage, 3, at=T0)
+    last = await storage.last_event_id()
+    assert last > 0
+    report = await storage.prune(older_than=0, now=T0 + DAY)
+    assert report.pruned == 3 and report.events_pruned > 0
+    assert await storage.last_event_id() == last  # the newest entry is kept
+    await storage.enqueue([make()], now=T0 + DAY, key_ttl=None)
+    [entry] = await storage.read_events(after=last)
+    assert entry.id == last + 1 and entry.type == "job.enqueued"
+    for job in jobs:
+        assert await storage.get(job.id) is None
