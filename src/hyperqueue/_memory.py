@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import builtins
 import heapq
+import itertools
 import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
+import msgspec
 from msgspec.structs import replace
 
 from . import transitions as move
@@ -41,6 +43,7 @@ _RUNNING = JobStatus.RUNNING
 _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
 _CANCELLED = JobStatus.CANCELLED
+_COMPLETED_EVENT = "job.completed"
 
 # Jobs enqueued to run now arrive in run_at order, so each priority level keeps its due
 # jobs in a FIFO lane of (run_at, seq, id): O(1) push and pop. A due job that would sort
@@ -113,6 +116,16 @@ class _Lanes:
         return self.delayed[0][0] if self.delayed else None
 
 
+class _Entry(msgspec.Struct, frozen=True, gc=False):
+    """One event log entry: a Struct that the garbage collector does not track (a log of
+    100,000 tuples would make every collection walk it)."""
+
+    id: int
+    type: str
+    at: float
+    job: Job
+
+
 class _Listener:
     __slots__ = ("_event", "signalled")
 
@@ -148,8 +161,8 @@ class MemoryStorage:
         self._jobs: dict[str, Job] = {}
         # pending jobs by (queue, task): a claim looks only at the tasks it can run
         self._lanes: dict[tuple[str, str], _Lanes] = {}
-        self._log: deque[tuple[int, str, float, Job]] = deque(maxlen=event_history)
-        self._event_id = 0
+        self._log: deque[_Entry] = deque(maxlen=event_history)
+        self._next_event_id = itertools.count(1).__next__
         self._tenants: dict[str, list[int]] = {}  # tenant -> [pending, running]
         self._workers: dict[str, WorkerInfo] = {}
         self._stale: dict[str, int] = {}
@@ -198,8 +211,7 @@ class MemoryStorage:
             figures[1] += 1
 
     def _log_event(self, kind: str, at: float, job: Job) -> None:
-        self._event_id = event_id = self._event_id + 1
-        self._log.append((event_id, kind, at, job))
+        self._log.append(_Entry(self._next_event_id(), kind, at, job))
 
     def _push(self, job: Job, now: float) -> None:
         lane_key = (job.queue, job.task)
@@ -257,6 +269,7 @@ class MemoryStorage:
         if self._key_expiry:
             self._forget_expired_keys(now)
         log = self._log
+        next_event_id = self._next_event_id
         for job in jobs:
             if job.key is not None:
                 scoped = (job.tenant, job.key)
@@ -280,8 +293,7 @@ class MemoryStorage:
             if job.tenant is not None:
                 self._count_tenant(job.tenant, None, _PENDING)
             self._push(job, now)
-            self._event_id = event_id = self._event_id + 1
-            log.append((event_id, "job.enqueued", now, job))
+            log.append(_Entry(next_event_id(), "job.enqueued", now, job))
             out.append(job)
         if self._listeners:
             self._notify()
@@ -387,22 +399,16 @@ class MemoryStorage:
         wake = False
         jobs = self._jobs
         log = self._log
+        next_event_id = self._next_event_id
         for outcome in outcomes:
             job = jobs.get(outcome.id)
             if job is None or job.status is not _RUNNING or job.token != outcome.token:
                 out.append(None)
                 continue
-            if outcome.started_at is not None:
-                self._event_id = event_id = self._event_id + 1
-                log.append(
-                    (
-                        event_id,
-                        "job.started",
-                        outcome.started_at,
-                        move.started(job, outcome.started_at),
-                    )
-                )
             job = move.finished(job, outcome, now=now)
+            if outcome.started_at is not None:  # started and ended in one write: the
+                # started entry shows the job as it ended, as persistent storages' do
+                log.append(_Entry(next_event_id(), "job.started", outcome.started_at, job))
             status = job.status
             if status is _PENDING:
                 self._push(job, now)
@@ -414,10 +420,9 @@ class MemoryStorage:
             counts[status] += 1
             if job.tenant is not None:
                 self._count_tenant(job.tenant, _RUNNING, status)
-            kind = move.outcome_event(outcome)
+            kind = _COMPLETED_EVENT if status is _COMPLETED else move.outcome_event(outcome)
             if kind is not None:
-                self._event_id = event_id = self._event_id + 1
-                log.append((event_id, kind, now, job))
+                log.append(_Entry(next_event_id(), kind, now, job))
             out.append(job)
         if wake and self._listeners:
             self._notify()
@@ -586,20 +591,18 @@ class MemoryStorage:
 
     async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
         log = self._log
-        if not log or after >= self._event_id:
+        if not log or after >= log[-1].id:
             return []
-        first = log[0][0]
-        start = max(after + 1 - first, 0)
+        start = max(after + 1 - log[0].id, 0)
         origin = self.origin
         return [
-            StoredEvent(id=event_id, type=kind, at=at, job=job, origin=origin)
-            for event_id, kind, at, job in (
-                log[i] for i in range(start, min(start + limit, len(log)))
-            )
+            StoredEvent(id=entry.id, type=entry.type, at=entry.at, job=entry.job, origin=origin)
+            for entry in (log[i] for i in range(start, min(start + limit, len(log))))
         ]
 
     async def last_event_id(self) -> int:
-        return self._event_id
+        log = self._log
+        return log[-1].id if log else 0  # the newest entry is never dropped
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[_Listener]:

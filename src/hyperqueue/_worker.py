@@ -173,6 +173,7 @@ class Worker:
         # their outcome when they end soon, else stored alone after _START_DELAY
         self._starts: dict[str, tuple[int, float]] = {}
         self._starts_wanted: anyio.Event | None = None
+        self._start_flush_armed = False
         self._resumed: anyio.Event | None = None
         self._started_at = 0.0
         self._counts = dict.fromkeys(
@@ -466,9 +467,12 @@ class Worker:
                 if breaker is not None and not breaker.allow():
                     raise _Deferred(breaker.refused_until())
                 started = queue.clock.now()
-                self._starts[job.id] = (job.token, started)
-                assert self._starts_wanted is not None
-                self._starts_wanted.set()
+                starts = self._starts
+                starts[job.id] = (job.token, started)
+                if not self._start_flush_armed:
+                    self._start_flush_armed = True
+                    assert self._starts_wanted is not None
+                    self._starts_wanted.set()
                 if queue.events.active:
                     queue.events.publish(
                         JobStarted(at=started, job=msgspec.structs.replace(job, started_at=started))
@@ -509,7 +513,14 @@ class Worker:
                         run_at=queue.clock.now() + policy.delay(job.attempts),
                     )
                 else:
-                    outcome = Outcome(id=job.id, token=job.token, status=_COMPLETED, result=result)
+                    outcome = Outcome(
+                        id=job.id,
+                        token=job.token,
+                        status=_COMPLETED,
+                        result=result,
+                        # the start goes with the outcome unless it was stored already
+                        started_at=started if starts.pop(job.id, None) is not None else None,
+                    )
             except _Deferred as deferral:
                 outcome = _released(job, run_at=deferral.run_at)
                 self._counts["deferred"] += 1
@@ -637,7 +648,8 @@ class Worker:
                 counts["failed"] += 1
                 if events.active:
                     events.publish(JobFailed(at=now, job=job))
-            queue._job_final(job)
+            if queue._waiters:
+                queue._job_final(job)
 
     # -- leases ----------------------------------------------------------------------
 
@@ -657,9 +669,11 @@ class Worker:
             assert self._starts_wanted is not None
             await self._starts_wanted.wait()
             self._starts_wanted = anyio.Event()
+            self._start_flush_armed = False
             await clock.sleep(_START_DELAY)
             if not await self._store_starts():
                 await clock.sleep(0.05)
+                self._start_flush_armed = True
                 self._starts_wanted.set()
 
     async def _store_starts(self) -> bool:

@@ -59,8 +59,7 @@ def started(job: Job, at: float) -> Job:
 
 def finished(job: Job, outcome: Outcome, *, now: float) -> Job:
     """A claimed job's outcome applied (the caller checked the token)."""
-    if outcome.started_at is not None:
-        job = replace(job, started_at=outcome.started_at)
+    started_at = job.started_at if outcome.started_at is None else outcome.started_at
     if outcome.status is _PENDING:
         return replace(
             job,
@@ -69,6 +68,7 @@ def finished(job: Job, outcome: Outcome, *, now: float) -> Job:
             run_at=now if outcome.run_at is None else outcome.run_at,
             error=job.error if outcome.error is None else outcome.error,
             traceback=job.traceback if outcome.traceback is None else outcome.traceback,
+            started_at=started_at,
             lease_until=None,
         )
     return replace(
@@ -77,6 +77,7 @@ def finished(job: Job, outcome: Outcome, *, now: float) -> Job:
         result=outcome.result,
         error=outcome.error,
         traceback=outcome.traceback,
+        started_at=started_at,
         finished_at=now,
         lease_until=None,
     )
