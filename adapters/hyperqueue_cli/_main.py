@@ -19,9 +19,10 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import httpx
@@ -76,6 +77,38 @@ _CONFIG_HELP = (
 )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _pool_options(command: F) -> F:
+    """``--concurrency``, ``--drain-timeout`` and ``--config``: shared by ``serve`` and
+    ``worker``, which run the same worker pool from the same configuration."""
+    for option in reversed(
+        (
+            click.option(
+                "--concurrency",
+                type=click.IntRange(1, 10_000),
+                default=None,
+                help="[default: 10]",
+            ),
+            click.option(
+                "--drain-timeout",
+                type=click.FloatRange(0, 3600),
+                default=None,
+                help="Seconds. [default: 30]",
+            ),
+            click.option(
+                "--config",
+                "config_path",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                help=_CONFIG_HELP,
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
 @main.command()
 @click.argument("app", required=False)
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file.")
@@ -86,16 +119,7 @@ _CONFIG_HELP = (
     default=None,
     help="0: any free port.  [default: 8000]",
 )
-@click.option("--concurrency", type=click.IntRange(1, 10_000), default=None, help="[default: 10]")
-@click.option(
-    "--drain-timeout", type=click.FloatRange(0, 3600), default=None, help="Seconds. [default: 30]"
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=_CONFIG_HELP,
-)
+@_pool_options
 @click.option(
     "--server",
     "server_kind",
@@ -337,16 +361,7 @@ def config_validate(file: Path, no_env: bool) -> None:
 @main.command()
 @click.argument("app")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file.")
-@click.option("--concurrency", type=click.IntRange(1, 10_000), default=None, help="[default: 10]")
-@click.option(
-    "--drain-timeout", type=click.FloatRange(0, 3600), default=None, help="Seconds. [default: 30]"
-)
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help=_CONFIG_HELP,
-)
+@_pool_options
 def worker(
     app: str,
     db: Path | None,

@@ -20,9 +20,10 @@ import platform
 import secrets
 import traceback as tb_module
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -411,17 +412,10 @@ class Worker:
         """Wait for :meth:`resume`, or (a mode that stops execution) look again in 0.25 s."""
         resumed, stop = self._resumed, self._stop
         assert stop is not None
-        async with anyio.create_task_group() as tg:
-
-            async def first(wait: Any, *args: Any) -> None:
-                await wait(*args)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(first, stop.wait)
-            if resumed is not None:
-                tg.start_soon(first, resumed.wait)
-            else:
-                tg.start_soon(first, self._queue.clock.sleep, _MODE_RECHECK)
+        if resumed is not None:
+            await _first(stop.wait, resumed.wait)
+        else:
+            await _first(stop.wait, partial(self._queue.clock.sleep, _MODE_RECHECK))
 
     async def _wait_for_work(self, listener: WorkListener) -> None:
         queue = self._queue
@@ -435,16 +429,10 @@ class Worker:
             return
         stop = self._stop
         assert stop is not None
-        async with anyio.create_task_group() as tg:
-
-            async def first(wait: Any, *args: Any) -> None:
-                await wait(*args)
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(first, listener.wait)
-            tg.start_soon(first, stop.wait)
-            if delay is not None:
-                tg.start_soon(first, clock.sleep, delay)
+        if delay is None:
+            await _first(listener.wait, stop.wait)
+        else:
+            await _first(listener.wait, stop.wait, partial(clock.sleep, delay))
 
     async def _execute(self, runner: _Runner, job: Job) -> None:
         queue = self._queue
@@ -742,6 +730,18 @@ class Worker:
 
 
 _HOST = platform.node()
+
+
+async def _first(*waits: Callable[[], Awaitable[Any]]) -> None:
+    """Return as soon as one of ``waits`` returns; the others are cancelled."""
+    async with anyio.create_task_group() as tg:
+
+        async def race(wait: Callable[[], Awaitable[Any]]) -> None:
+            await wait()
+            tg.cancel_scope.cancel()
+
+        for wait in waits:
+            tg.start_soon(race, wait)
 
 
 def _released(job: Job, *, run_at: float | None = None) -> Outcome:
