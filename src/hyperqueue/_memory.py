@@ -150,8 +150,13 @@ class MemoryStorage:
     """Keeps every job in this process; nothing survives a restart.
 
     Shared by several :class:`~hyperqueue.Queue` objects in one process, it behaves like
-    any other backend: workers of one queue wake when another enqueues. Its event log
-    keeps the last ``event_history`` entries (100,000 by default).
+    any other backend: workers of one queue wake when another enqueues.
+
+    Its event log starts when it is first read (:meth:`read_events` or
+    :meth:`last_event_id`, as a stream starting at the live end does): every process
+    that writes to a memory storage is this one, so until someone reads the log nobody
+    can miss an entry, and a queue that never reads it pays nothing for it. From then
+    on it keeps the last ``event_history`` entries (100,000 by default).
     """
 
     def __init__(self, *, event_history: int = 100_000) -> None:
@@ -162,6 +167,7 @@ class MemoryStorage:
         # pending jobs by (queue, task): a claim looks only at the tasks it can run
         self._lanes: dict[tuple[str, str], _Lanes] = {}
         self._log: deque[_Entry] = deque(maxlen=event_history)
+        self._logging = False
         self._next_event_id = itertools.count(1).__next__
         self._tenants: dict[str, list[int]] = {}  # tenant -> [pending, running]
         self._workers: dict[str, WorkerInfo] = {}
@@ -211,7 +217,8 @@ class MemoryStorage:
             figures[1] += 1
 
     def _log_event(self, kind: str, at: float, job: Job) -> None:
-        self._log.append(_Entry(self._next_event_id(), kind, at, job))
+        if self._logging:
+            self._log.append(_Entry(self._next_event_id(), kind, at, job))
 
     def _push(self, job: Job, now: float) -> None:
         lane_key = (job.queue, job.task)
@@ -268,6 +275,7 @@ class MemoryStorage:
         out: list[Job] = []
         if self._key_expiry:
             self._forget_expired_keys(now)
+        logging = self._logging
         log = self._log
         next_event_id = self._next_event_id
         for job in jobs:
@@ -293,7 +301,8 @@ class MemoryStorage:
             if job.tenant is not None:
                 self._count_tenant(job.tenant, None, _PENDING)
             self._push(job, now)
-            log.append(_Entry(next_event_id(), "job.enqueued", now, job))
+            if logging:
+                log.append(_Entry(next_event_id(), "job.enqueued", now, job))
             out.append(job)
         if self._listeners:
             self._notify()
@@ -398,6 +407,7 @@ class MemoryStorage:
         out: list[Job | None] = []
         wake = False
         jobs = self._jobs
+        logging = self._logging
         log = self._log
         next_event_id = self._next_event_id
         for outcome in outcomes:
@@ -406,8 +416,8 @@ class MemoryStorage:
                 out.append(None)
                 continue
             job = move.finished(job, outcome, now=now)
-            if outcome.started_at is not None:  # started and ended in one write: the
-                # started entry shows the job as it ended, as persistent storages' do
+            if logging and outcome.started_at is not None:  # started and ended in one
+                # write: the started entry shows the job as it ended, as SQLite's do
                 log.append(_Entry(next_event_id(), "job.started", outcome.started_at, job))
             status = job.status
             if status is _PENDING:
@@ -420,9 +430,10 @@ class MemoryStorage:
             counts[status] += 1
             if job.tenant is not None:
                 self._count_tenant(job.tenant, _RUNNING, status)
-            kind = _COMPLETED_EVENT if status is _COMPLETED else move.outcome_event(outcome)
-            if kind is not None:
-                log.append(_Entry(next_event_id(), kind, now, job))
+            if logging:
+                kind = _COMPLETED_EVENT if status is _COMPLETED else move.outcome_event(outcome)
+                if kind is not None:
+                    log.append(_Entry(next_event_id(), kind, now, job))
             out.append(job)
         if wake and self._listeners:
             self._notify()
@@ -590,6 +601,7 @@ class MemoryStorage:
         return earliest
 
     async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
+        self._logging = True
         log = self._log
         if not log or after >= log[-1].id:
             return []
@@ -601,6 +613,7 @@ class MemoryStorage:
         ]
 
     async def last_event_id(self) -> int:
+        self._logging = True
         log = self._log
         return log[-1].id if log else 0  # the newest entry is never dropped
 

@@ -702,6 +702,8 @@ class Queue:
         waiters of jobs they finished (entries this storage object wrote were published
         when they were made)."""
         storage = self.storage
+        if isinstance(storage, MemoryStorage):  # only this process writes to it
+            return
         origin = storage.origin
         after: int | None = None
         while True:
