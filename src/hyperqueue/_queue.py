@@ -8,6 +8,7 @@ to this process: the registered tasks, its workers, and events to wake local wai
 from __future__ import annotations
 
 import base64
+import logging
 import math
 from collections.abc import (
     AsyncIterator,
@@ -69,6 +70,7 @@ def _seconds(option: str, value: float | None, *, positive: bool = False) -> flo
 
 
 T = TypeVar("T")
+_log = logging.getLogger("hyperqueue.queue")
 
 
 class _Filters(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -101,10 +103,14 @@ def _read_cursor(cursor: str) -> tuple[str, _Filters]:
 
 
 async def _quietly(call: Coroutine[Any, Any, T], fallback: T) -> T:
-    """A read whose failure (a storage briefly unavailable) waits for the next round."""
+    """A read whose failure (a storage briefly unavailable) waits for the next round:
+    the relay must never take the queue's task group down with it."""
     try:
         return await call
     except StorageError:
+        return fallback
+    except Exception:
+        _log.exception("reading the event log failed; trying again")
         return fallback
 
 
