@@ -17,9 +17,9 @@ __all__ = ["demo_queue"]
 
 
 def demo_queue(storage: Storage | None = None) -> hq.Queue:
-    """A queue over ``storage`` with the demo tasks registered and an event history
-    of 10,000 events (so live streams resume after a reconnect)."""
-    queue = hq.Queue(storage, events=hq.EventBus(history=10_000))
+    """A queue over ``storage`` with the demo tasks registered (live streams resume
+    from the storage's event log, so the bus needs no history)."""
+    queue = hq.Queue(storage)
 
     @queue.task
     async def add(a: int, b: int) -> int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["CLI", "Server", "start_server", "stop", "wait_for"]
+__all__ = ["CLI", "Server", "start_server", "stop", "wait_for", "wait_serving"]
 
 CLI = [sys.executable, "-m", "hyperqueue_cli"]
 
@@ -30,6 +30,12 @@ def start_server(folder: Path, *extra: str) -> Server:
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
     )
+    return Server(proc, wait_serving(proc), db)
+
+
+def wait_serving(proc: subprocess.Popen[bytes], path: str = "/health/live") -> str:
+    """The URL a starting ``serve`` prints, once ``path`` answers 200 there (the process
+    is killed if it does not start within 15 s)."""
     assert proc.stderr is not None
     first = proc.stderr.readline().decode()
     if "serving on" not in first:
@@ -39,15 +45,14 @@ def start_server(folder: Path, *extra: str) -> Server:
     deadline = time.monotonic() + 15
     while True:
         try:
-            if httpx.get(f"{url}/health/live", timeout=1).status_code == 200:
-                break
+            if httpx.get(f"{url}{path}", timeout=1).status_code == 200:
+                return url
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError("server never became live")
+            raise AssertionError(f"server never answered {path}")
         time.sleep(0.05)
-    return Server(proc, url, db)
 
 
 def stop(server: Server) -> None:

@@ -19,7 +19,7 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner
-from server_process import CLI
+from server_process import CLI, wait_for, wait_serving
 
 import hyperqueue as hq
 from hyperqueue_cli import main
@@ -413,20 +413,8 @@ def test_serve_with_client_variables_and_workers_queues_from_the_environment(
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
     )
-    assert proc.stderr is not None
     try:
-        first = proc.stderr.readline().decode()
-        assert "serving on" in first, first + proc.stderr.read().decode()
-        url = first.split("serving on", 1)[1].strip()
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "server never became ready"
-            time.sleep(0.05)
+        url = wait_serving(proc, "/health/ready")
         ids = {}
         for name in ("a", "b"):
             response = httpx.post(
@@ -434,10 +422,7 @@ def test_serve_with_client_variables_and_workers_queues_from_the_environment(
             )
             assert response.status_code == 201, response.text
             ids[name] = response.json()["id"]
-        deadline = time.monotonic() + 15
-        while httpx.get(f"{url}/api/v1/jobs/{ids['a']}").json()["status"] != "completed":
-            assert time.monotonic() < deadline, "the job on queue a never completed"
-            time.sleep(0.02)
+        wait_for(url, ids["a"], {"completed"})
         status = subprocess.run(
             [*CLI, "status", "--json"],
             env={**env, "HYPERQUEUE_URL": url},
