@@ -211,7 +211,40 @@ _V2 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3 = (
+    # Workflows (MISSION A10, A12): a step is a job with a ``workflow`` and its place in
+    # it (``step``: msgspec JSON of hq.Step). A blocked step (waiting for its parents,
+    # or for a slot under its workflow's concurrency) has status 'blocked', so the
+    # claim index never sees it; it reads back as pending. ``waiting`` counts its
+    # parents not yet finished.
+    "ALTER TABLE jobs ADD COLUMN workflow TEXT",
+    "ALTER TABLE jobs ADD COLUMN step TEXT",
+    "ALTER TABLE jobs ADD COLUMN waiting INTEGER NOT NULL DEFAULT 0",
+    # A finishing step counts its workflow's active steps and finds the blocked steps
+    # ready to release (waiting = 0, in order) with one range scan each.
+    """
+    CREATE INDEX jobs_workflow ON jobs (workflow, status, waiting, seq)
+        WHERE workflow IS NOT NULL
+    """,
+    """
+    CREATE TABLE workflows (
+        id          TEXT PRIMARY KEY,
+        created_at  REAL NOT NULL,
+        concurrency INTEGER,
+        steps       TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+    # Periodic jobs (MISSION A4): one row per schedule, its definition and state as
+    # msgspec JSON of hq.Schedule; every write to it runs in a write transaction.
+    """
+    CREATE TABLE schedules (
+        name TEXT PRIMARY KEY,
+        info TEXT NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -34,13 +34,14 @@ from hyperqueue import (
     JobStatus,
     Outcome,
     Page,
+    Schedule,
     StorageError,
     StoredEvent,
     TaskBacklog,
     WorkerInfo,
 )
 
-from . import _sql
+from . import _schedules, _sql
 from ._batch import GroupCommit
 from ._driver import Connection, DatabaseError, sqlite_version
 from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
@@ -301,6 +302,22 @@ class SQLiteStorage:
     ) -> bool:
         return await self._write(_sql.set_progress, self._claimed, job_id, token, progress, now)
 
+    # -- periodic jobs (see _schedules) ----------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
+        return await self._write(_schedules.save, schedule, now)
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        return await self._read(_schedules.read_all)
+
+    async def fire_schedule(
+        self, name: str, *, slot: float, job: Job | None, missed: int, now: float
+    ) -> bool:
+        return await self._write(_schedules.fire, name, slot, job, missed, now)
+
+    async def pause_schedule(self, name: str, *, paused: bool, now: float) -> Schedule:
+        return _raise_refusal(await self._write(_schedules.pause, name, paused, now))
+
     async def register_worker(self, info: WorkerInfo) -> None:
         await self._write(_sql.register_worker, info)
 
@@ -522,7 +539,7 @@ class SQLiteStorage:
         )
 
 
-def _raise_refusal(result: Job | Exception) -> Job:
+def _raise_refusal(result: T | Exception) -> T:
     if isinstance(result, Exception):
         raise result
     return result

@@ -17,8 +17,11 @@ __all__ = [
     "JobTimeout",
     "OptionError",
     "QuotaExceeded",
+    "ScheduleNotFound",
     "StorageError",
     "UnknownTask",
+    "WorkflowError",
+    "WorkflowNotFound",
 ]
 
 
@@ -32,6 +35,22 @@ class JobNotFound(HyperqueueError, LookupError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job with id {job_id!r}")
         self.job_id = job_id
+
+
+class WorkflowNotFound(HyperqueueError, LookupError):
+    """No workflow with this id is stored."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(f"no workflow with id {workflow_id!r}")
+        self.workflow_id = workflow_id
+
+
+class ScheduleNotFound(HyperqueueError, LookupError):
+    """No periodic job with this name is stored."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r}")
+        self.name = name
 
 
 class UnknownTask(HyperqueueError, LookupError):
@@ -73,6 +92,15 @@ class InvalidTransition(HyperqueueError, ValueError):
         self.job_id = job_id
         self.status = status
         self.action = action
+
+
+class WorkflowError(HyperqueueError, ValueError):
+    """A workflow that cannot run as built: a cycle, an unknown step, a step result
+    passed where it cannot go. ``step`` names the step at fault, when there is one."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message if step is None else f"step {step!r}: {message}")
+        self.step = step
 
 
 class JobTimeout(HyperqueueError, TimeoutError):

@@ -24,13 +24,14 @@ import msgspec
 from msgspec.structs import replace
 
 from . import transitions as move
-from ._errors import InvalidTransition, JobNotFound, QuotaExceeded
+from ._errors import InvalidTransition, JobNotFound, QuotaExceeded, ScheduleNotFound
 from ._models import (
     _RANK,
     Job,
     JobStatus,
     Outcome,
     Page,
+    Schedule,
     StoredEvent,
     TaskBacklog,
     WorkerInfo,
@@ -179,6 +180,7 @@ class MemoryStorage:
         self._counts: dict[str, dict[JobStatus, int]] = {}
         self._listeners: list[_Listener] = []
         self._seq = 0
+        self._schedules: dict[str, Schedule] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -518,6 +520,59 @@ class MemoryStorage:
         self._jobs[job_id] = job = replace(job, progress=progress)
         self._log_event("job.progress", now, job)
         return True
+
+    # -- periodic jobs ---------------------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
+        old = self._schedules.get(schedule.name)
+        if old is not None:
+            schedule = replace(
+                schedule,
+                paused=old.paused,
+                handled_until=old.handled_until,
+                last_job=old.last_job,
+                missed=old.missed,
+            )
+        self._schedules[schedule.name] = schedule = replace(
+            schedule, updated_at=now, next_at=None
+        )
+        return schedule
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        return [self._schedules[name] for name in sorted(self._schedules)]
+
+    async def fire_schedule(
+        self, name: str, *, slot: float, job: Job | None, missed: int, now: float
+    ) -> bool:
+        schedule = self._schedules.get(name)
+        if schedule is None or schedule.paused:
+            return False
+        if schedule.handled_until is not None and schedule.handled_until >= slot:
+            return False
+        last_job = schedule.last_job
+        if job is not None:
+            [stored] = await self.enqueue((job,), now=now, key_ttl=None)  # no await inside
+            last_job = stored.id
+        self._schedules[name] = replace(
+            schedule,
+            handled_until=slot,
+            last_job=last_job,
+            missed=schedule.missed + missed,
+            updated_at=now,
+        )
+        return True
+
+    async def pause_schedule(self, name: str, *, paused: bool, now: float) -> Schedule:
+        schedule = self._schedules.get(name)
+        if schedule is None:
+            raise ScheduleNotFound(name)
+        handled = schedule.handled_until
+        if not paused:
+            handled = now if handled is None else max(handled, now)
+        self._schedules[name] = schedule = replace(
+            schedule, paused=paused, handled_until=handled, updated_at=now
+        )
+        return schedule
 
     # -- workers -----------------------------------------------------------------------
 

@@ -19,9 +19,14 @@ __all__ = [
     "Page",
     "Priority",
     "QueueStats",
+    "Schedule",
+    "Step",
     "StoredEvent",
     "TaskBacklog",
     "WorkerInfo",
+    "WorkflowRecord",
+    "WorkflowRun",
+    "WorkflowStatus",
 ]
 
 
@@ -57,6 +62,28 @@ class Priority(enum.StrEnum):
 
 
 _RANK = {Priority.CRITICAL: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A job's place in its workflow: what it waits for and what waits for it.
+
+    ``parents`` and ``children`` are job ids. ``inputs`` maps a parameter of the task to
+    the parent job whose result it receives when the step starts. ``waiting`` counts the
+    parents not yet finished. A ``blocked`` step is pending but not claimable: it waits
+    for its parents, or for a free slot under its workflow's ``concurrency``.
+    ``on_parent_failure`` is ``"cancel"`` (a parent that failed or was cancelled
+    cancels this step) or ``"run"`` (it runs anyway, receiving ``None`` for the result
+    of a parent that did not complete).
+    """
+
+    workflow: str
+    name: str
+    parents: tuple[str, ...] = ()
+    children: tuple[str, ...] = ()
+    inputs: dict[str, str] = {}
+    on_parent_failure: str = "cancel"
+    waiting: int = 0
+    blocked: bool = False
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -97,6 +124,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     worker: str | None = None
     rescues: int = 0
     max_rescues: int = 3
+    step: Step | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -200,3 +228,87 @@ class TaskBacklog(msgspec.Struct, frozen=True, kw_only=True):
     task: str
     pending: int
     oldest_run_at: float | None = None
+
+
+class WorkflowStatus(enum.StrEnum):
+    """One status for a whole workflow (or batch), from its steps' statuses.
+
+    ``pending`` until a step is claimed, ``running`` while any step is not final; then
+    ``completed`` when every step completed, ``failed`` when any step failed (its
+    dependents were cancelled, or ran if they said ``on_parent_failure="run"``), else
+    ``cancelled``.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in _FINAL_WORKFLOW
+
+
+_FINAL_WORKFLOW = frozenset(
+    {WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED}
+)
+
+
+class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow as the storage keeps it; its steps are jobs (``Job.step``).
+
+    ``steps`` maps step names to job ids, in the order they were added. ``concurrency``
+    caps how many of its steps are pending-and-released or running at once (``None``:
+    no cap).
+    """
+
+    id: str
+    steps: dict[str, str]
+    concurrency: int | None = None
+    created_at: float = 0.0
+
+
+class WorkflowRun(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow (or batch) and where it stands, as :meth:`Queue.get_workflow` returns it.
+
+    ``result`` maps each sink step (a step no other step depends on) to its result,
+    once the workflow completed. ``error`` is the first failed step's error, prefixed
+    with its name. ``statuses`` gives each step's job status.
+    """
+
+    id: str
+    status: WorkflowStatus
+    steps: dict[str, str]
+    statuses: dict[str, JobStatus]
+    concurrency: int | None = None
+    created_at: float = 0.0
+    finished_at: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A periodic job as the storage knows it, shared by every process on the storage.
+
+    The definition (``task``, ``queue``, ``cron`` with ``timezone``, or ``every``
+    seconds, ``catch_up``) is written by each process that runs it. The state is the
+    storage's: ``paused``; ``handled_until``, the time up to which every slot was
+    handled (fired, reported missed, or skipped while paused); ``last_job``, the id of
+    the job of the latest fired slot; ``missed``, how many slots were missed in all.
+    ``next_at`` is the next slot, computed when the schedule is listed (not stored).
+    """
+
+    name: str
+    task: str
+    queue: str = "default"
+    cron: str | None = None
+    every: float | None = None
+    timezone: str | None = None
+    catch_up: bool = False
+    paused: bool = False
+    handled_until: float | None = None
+    last_job: str | None = None
+    missed: int = 0
+    updated_at: float = 0.0
+    next_at: float | None = None

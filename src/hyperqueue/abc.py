@@ -17,7 +17,17 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from ._clock import Clock
-from ._models import Job, JobStatus, Outcome, Page, StoredEvent, TaskBacklog, WorkerInfo
+from ._models import (
+    Job,
+    JobStatus,
+    Outcome,
+    Page,
+    Schedule,
+    StoredEvent,
+    TaskBacklog,
+    WorkerInfo,
+    WorkflowRecord,
+)
 
 __all__ = ["Clock", "Storage", "WorkListener"]
 
@@ -183,6 +193,79 @@ class Storage(Protocol):
 
     async def workers(self, *, now: float) -> builtins.list[WorkerInfo]:
         """The worker pools alive at ``now`` (their ``expires_at`` is later)."""
+        ...
+
+    # -- workflows ---------------------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow: WorkflowRecord,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> None:
+        """Store a workflow and its steps (jobs with a :class:`~hyperqueue.Step`) at once.
+
+        Steps come as built by the queue: a step with no parents is released (pending,
+        not ``blocked``) unless the workflow's ``concurrency`` is full, in which case it
+        is stored blocked and released later, in the order the steps were given.
+        Whenever a step reaches a final status (finish, cancel, a rescue that fails it),
+        the same transaction applies :func:`hyperqueue.transitions.parent_finished` to
+        each child, releases the children left waiting on nothing while the workflow has
+        free slots, and does the same for steps it cancelled in turn.
+        """
+        ...
+
+    async def get_workflow(
+        self, workflow_id: str
+    ) -> tuple[WorkflowRecord, builtins.list[Job]] | None:
+        """The workflow and its steps' jobs (in the order of ``steps``), or ``None``."""
+        ...
+
+    async def cancel_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        """Cancel every step not final yet (blocked, pending or running); returns them.
+        Raises :class:`~hyperqueue.WorkflowNotFound`."""
+        ...
+
+    async def retry_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        """Run again every step that did not complete, and what follows them (completed
+        steps are kept with their results); returns the steps sent back. Each goes back
+        blocked on its parents that did not complete, as
+        :func:`hyperqueue.transitions.step_retried` says, and is released as at enqueue.
+        Raises :class:`~hyperqueue.WorkflowNotFound`, or
+        :class:`~hyperqueue.InvalidTransition` while a step is still pending or running.
+        """
+        ...
+
+    # -- periodic jobs -------------------------------------------------------------------
+
+    async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
+        """Create a schedule, or update its definition (task, queue, cron, every,
+        timezone, catch_up) keeping its state (paused, handled_until, last_job,
+        missed); returns it as stored."""
+        ...
+
+    async def schedules(self) -> builtins.list[Schedule]:
+        """Every stored schedule, by name."""
+        ...
+
+    async def fire_schedule(
+        self, name: str, *, slot: float, job: Job | None, missed: int, now: float
+    ) -> bool:
+        """Mark the schedule handled up to ``slot``, storing ``job`` (if given) as a new
+        pending job and adding ``missed`` to its missed count, all at once.
+
+        Returns ``False`` and changes nothing when the schedule is unknown, paused, or
+        already handled up to ``slot`` or later: of many processes that fire one slot,
+        exactly one stores its job (the job's key is also unique to the slot).
+        """
+        ...
+
+    async def pause_schedule(self, name: str, *, paused: bool, now: float) -> Schedule:
+        """Pause or resume a schedule. Resuming marks it handled up to ``now``, so the
+        slots skipped while paused are not reported missed. Raises
+        :class:`~hyperqueue.ScheduleNotFound`."""
         ...
 
     def listen(self) -> AbstractAsyncContextManager[WorkListener]:

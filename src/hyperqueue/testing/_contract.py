@@ -19,6 +19,9 @@ from hyperqueue._ids import IdFactory
 from hyperqueue._models import Job, JobStatus, Outcome, Priority, WorkerInfo
 from hyperqueue.abc import Storage
 
+from ._contract_schedules import ScheduleContract
+from ._contract_workflows import WorkflowContract
+
 __all__ = ["StorageContract"]
 
 T0 = 1_700_000_000.0
@@ -54,7 +57,7 @@ async def _claim(
     return await storage.claim(queues, limit=limit, now=now, lease=LEASE, worker=worker)
 
 
-class StorageContract:
+class StorageContract(ScheduleContract, WorkflowContract):
     """Tests that pin the Storage protocol; see the module docstring."""
 
     @pytest.fixture
