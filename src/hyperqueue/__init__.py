@@ -79,6 +79,7 @@ from ._run import run_worker
 from ._services import Service, ServiceStats, Supervisor
 from ._task import JobOptions, Submission, Task, TaskCall
 from ._worker import Worker, WorkerStats, current_job, report_progress
+from ._workflow import StepHandle, Workflow
 
 __version__ = "0.1.0"
 
@@ -147,6 +148,7 @@ __all__ = [
     "Service",
     "ServiceStats",
     "Step",
+    "StepHandle",
     "StorageError",
     "StoredEvent",
     "Submission",
@@ -160,6 +162,7 @@ __all__ = [
     "Worker",
     "WorkerInfo",
     "WorkerStats",
+    "Workflow",
     "WorkflowError",
     "WorkflowNotFound",
     "WorkflowRecord",

@@ -24,7 +24,13 @@ import msgspec
 from msgspec.structs import replace
 
 from . import transitions as move
-from ._errors import InvalidTransition, JobNotFound, QuotaExceeded, ScheduleNotFound
+from ._errors import (
+    InvalidTransition,
+    JobNotFound,
+    QuotaExceeded,
+    ScheduleNotFound,
+    WorkflowNotFound,
+)
 from ._models import (
     _RANK,
     Job,
@@ -35,6 +41,7 @@ from ._models import (
     StoredEvent,
     TaskBacklog,
     WorkerInfo,
+    WorkflowRecord,
 )
 
 __all__ = ["MemoryStorage"]
@@ -127,6 +134,18 @@ class _Entry(msgspec.Struct, frozen=True, gc=False):
     job: Job
 
 
+class _Flow:
+    """A workflow's bookkeeping: its steps released and not ended (``active``, held
+    under its concurrency) and its blocked steps waiting on nothing but a slot."""
+
+    __slots__ = ("active", "ready", "record")
+
+    def __init__(self, record: WorkflowRecord) -> None:
+        self.record = record
+        self.active = 0
+        self.ready: deque[str] = deque()
+
+
 class _Listener:
     __slots__ = ("_event", "signalled")
 
@@ -181,6 +200,7 @@ class MemoryStorage:
         self._listeners: list[_Listener] = []
         self._seq = 0
         self._schedules: dict[str, Schedule] = {}
+        self._flows: dict[str, _Flow] = {}
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -436,6 +456,8 @@ class MemoryStorage:
                 kind = _COMPLETED_EVENT if status is _COMPLETED else move.outcome_event(outcome)
                 if kind is not None:
                     log.append(_Entry(next_event_id(), kind, now, job))
+            if job.step is not None and status is not _PENDING:
+                wake = self._step_ended(job, now, released=True) or wake
             out.append(job)
         if wake and self._listeners:
             self._notify()
@@ -468,6 +490,8 @@ class MemoryStorage:
             del self._running[job_id]
             self._count(job, _RUNNING, job.status)
             self._log_event("job.rescued", now, job)
+            if job.step is not None and job.status is _FAILED:
+                self._step_ended(job, now, released=True)
             rescued.append(job)
         if rescued and self._listeners:
             self._notify()
@@ -483,18 +507,33 @@ class MemoryStorage:
         job = self._require(job_id)
         if job.status is _CANCELLED:
             return job
-        if job.status is _PENDING:
+        if job.status is not _PENDING and job.status is not _RUNNING:
+            raise InvalidTransition(job_id, job.status, "cancel")
+        job = self._cancel(job, now)
+        if self._listeners:
+            self._notify()  # the end of a step may have released others
+        return job
+
+    def _cancel(self, job: Job, now: float) -> Job:
+        """Cancel a pending or running job (and, for a step, what depends on it)."""
+        job_id = job.id
+        blocked = job.step is not None and job.step.blocked
+        if job.status is _RUNNING:
+            del self._running[job_id]
+        elif not blocked:  # a blocked step has no entry in the lanes
             self._stale[job_id] = self._stale.get(job_id, 0) + 1
             self._live_seq.pop(job_id, None)
-        elif job.status is _RUNNING:
-            del self._running[job_id]
-        else:
-            raise InvalidTransition(job_id, job.status, "cancel")
         old = job.status
         job = move.cancelled(job, now=now)
         self._jobs[job_id] = job
-        self._count(job, old, _CANCELLED)
+        if blocked:  # never counted for its tenant
+            self._counts[job.queue][old] -= 1
+            self._counts[job.queue][_CANCELLED] += 1
+        else:
+            self._count(job, old, _CANCELLED)
         self._log_event("job.cancelled", now, job)
+        if job.step is not None:
+            self._step_ended(job, now, released=not blocked)
         return job
 
     async def retry(self, job_id: str, *, now: float) -> Job:
@@ -506,6 +545,8 @@ class MemoryStorage:
         self._jobs[job_id] = job
         self._count(job, old, _PENDING)
         self._push(job, now)
+        if job.step is not None and (flow := self._flows.get(job.step.workflow)) is not None:
+            flow.active += 1  # released at once: it holds a slot of its workflow
         self._log_event("job.enqueued", now, job)
         if self._listeners:
             self._notify()
@@ -521,6 +562,138 @@ class MemoryStorage:
         self._log_event("job.progress", now, job)
         return True
 
+    # -- workflows ---------------------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow: WorkflowRecord,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> None:
+        if max_queued:
+            self._check_quotas(jobs, max_queued)
+        flow = self._flows[workflow.id] = _Flow(workflow)
+        logging = self._logging
+        for job in jobs:
+            if job.status is not _PENDING:
+                job = replace(job, status=_PENDING)
+            self._jobs[job.id] = job
+            counts = self._counts.get(job.queue)
+            if counts is None:
+                counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
+            counts[_PENDING] += 1  # blocked: counted for its tenant once released
+            if logging:
+                self._log.append(_Entry(self._next_event_id(), "job.enqueued", now, job))
+            if job.step is not None and job.step.waiting == 0:
+                flow.ready.append(job.id)
+        if self._release(flow, now) and self._listeners:
+            self._notify()
+
+    def _release(self, flow: _Flow, now: float) -> bool:
+        """Release ready steps while the workflow has free slots; True if any was."""
+        cap = flow.record.concurrency
+        ready = flow.ready
+        jobs = self._jobs
+        released = False
+        while ready and (cap is None or flow.active < cap):
+            job = jobs.get(ready.popleft())
+            if job is None or job.status is not _PENDING or job.step is None:
+                continue
+            if not job.step.blocked:
+                continue
+            job = jobs[job.id] = move.released(job, now=now)
+            if job.tenant is not None:
+                self._count_tenant(job.tenant, None, _PENDING)
+            self._push(job, now)
+            flow.active += 1
+            released = True
+        return released
+
+    def _step_ended(self, job: Job, now: float, *, released: bool) -> bool:
+        """A step reached a final status: free its slot, settle its children (cancel
+        or count down, in turn for those it cancels), release what is ready."""
+        assert job.step is not None
+        flow = self._flows.get(job.step.workflow)
+        if flow is None:
+            return False
+        if released:
+            flow.active = max(flow.active - 1, 0)
+        jobs = self._jobs
+        ended = [job]
+        while ended:
+            parent = ended.pop()
+            assert parent.step is not None
+            for child_id in parent.step.children:
+                child = jobs.get(child_id)
+                if child is None:
+                    continue
+                after = move.parent_finished(child, parent, now=now)
+                if after is child:
+                    continue
+                jobs[child_id] = after
+                assert after.step is not None
+                if after.status is _CANCELLED:
+                    counts = self._counts[after.queue]
+                    counts[_PENDING] -= 1
+                    counts[_CANCELLED] += 1
+                    self._log_event("job.cancelled", now, after)
+                    ended.append(after)
+                elif after.step.waiting == 0:
+                    flow.ready.append(child_id)
+        return self._release(flow, now)
+
+    async def get_workflow(
+        self, workflow_id: str
+    ) -> tuple[WorkflowRecord, builtins.list[Job]] | None:
+        flow = self._flows.get(workflow_id)
+        if flow is None:
+            return None
+        jobs = self._jobs
+        steps = flow.record.steps.values()
+        return flow.record, [jobs[job_id] for job_id in steps if job_id in jobs]
+
+    async def cancel_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        flow = self._flows.get(workflow_id)
+        if flow is None:
+            raise WorkflowNotFound(workflow_id)
+        changed: builtins.list[Job] = []
+        for job_id in flow.record.steps.values():
+            job = self._jobs.get(job_id)
+            if job is not None and not job.status.is_final:
+                changed.append(self._cancel(job, now))
+        return changed
+
+    async def retry_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        flow = self._flows.get(workflow_id)
+        if flow is None:
+            raise WorkflowNotFound(workflow_id)
+        jobs = self._jobs
+        steps = [jobs[job_id] for job_id in flow.record.steps.values() if job_id in jobs]
+        for job in steps:
+            if not job.status.is_final:
+                raise InvalidTransition(workflow_id, f"{job.status} (step {job.id})", "retry")
+        done = {job.id for job in steps if job.status is _COMPLETED}
+        again: builtins.list[Job] = []
+        for job in steps:
+            if job.id in done:
+                continue
+            assert job.step is not None
+            waiting = sum(1 for parent in job.step.parents if parent not in done)
+            after = jobs[job.id] = move.step_retried(job, waiting=waiting, now=now)
+            counts = self._counts[job.queue]
+            counts[job.status] -= 1
+            counts[_PENDING] += 1
+            self._log_event("job.enqueued", now, after)
+            if waiting == 0:
+                flow.ready.append(job.id)
+            again.append(after)
+        flow.active = 0
+        if self._release(flow, now) and self._listeners:
+            self._notify()
+        return again
+
     # -- periodic jobs ---------------------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
@@ -533,9 +706,7 @@ class MemoryStorage:
                 last_job=old.last_job,
                 missed=old.missed,
             )
-        self._schedules[schedule.name] = schedule = replace(
-            schedule, updated_at=now, next_at=None
-        )
+        self._schedules[schedule.name] = schedule = replace(schedule, updated_at=now, next_at=None)
         return schedule
 
     async def schedules(self) -> builtins.list[Schedule]:

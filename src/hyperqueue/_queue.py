@@ -25,10 +25,19 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import anyio
 import msgspec
+from msgspec.structs import replace
 
 from ._breaker import BreakerRegistry, CircuitBreaker
 from ._clock import Clock, SystemClock
-from ._errors import JobNotFound, JobTimeout, OptionError, StorageError, UnknownTask
+from ._errors import (
+    JobNotFound,
+    JobTimeout,
+    OptionError,
+    StorageError,
+    UnknownTask,
+    WorkflowError,
+    WorkflowNotFound,
+)
 from ._events import EventBus, JobCancelled, JobEnqueued, job_event
 from ._ids import IdFactory
 from ._memory import MemoryStorage
@@ -39,14 +48,18 @@ from ._models import (
     Page,
     Priority,
     QueueStats,
+    Step,
     StoredEvent,
     TaskBacklog,
     WorkerInfo,
+    WorkflowRecord,
+    WorkflowRun,
 )
 from ._modes import ModeController
 from ._ratelimit import RateLimiter
 from ._retry import Retry
 from ._task import JobOptions, Submission, Task
+from ._workflow import Workflow, plan, summarize
 from .abc import Storage
 
 __all__ = ["Queue"]
@@ -56,6 +69,7 @@ R = TypeVar("R")
 
 _DEFAULT_KEY_TTL = 24 * 3600.0
 _MAX_KEY_LENGTH = 256
+_NO_OPTIONS = JobOptions()
 _MAX_ATTEMPTS = 1_000_000  # a bound every storage can hold (SQLite integers are 64-bit)
 
 
@@ -367,8 +381,13 @@ class Queue:
         kwargs: dict[str, Any],
         now: float,
         options: JobOptions,
+        *,
+        checked: bool = False,
     ) -> Job:
-        stored_args, stored_kwargs = task.signature.check(args, kwargs)
+        if checked:  # a workflow step's, checked with its inputs left out
+            stored_args, stored_kwargs = tuple(args), kwargs
+        else:
+            stored_args, stored_kwargs = task.signature.check(args, kwargs)
         options = self._with_template(options)
         delay, run_at = options.delay, options.run_at
         when = now
@@ -504,6 +523,137 @@ class Queue:
         now = self.clock.now()
         jobs = [self._build(self._task(s.task), s.args, s.kwargs, now, s) for s in submissions]
         return await self._store(jobs, now) if jobs else []
+
+    # -- workflows and batches ---------------------------------------------------------
+
+    async def enqueue_workflow(self, flow: Workflow) -> WorkflowRun:
+        """Check ``flow`` whole (tasks, arguments, cycles) and store all its steps at once.
+
+        Steps whose parents are done run as workers claim them (up to the workflow's
+        ``concurrency`` at a time); each receives its parents' results for the
+        parameters they were passed to. Raises :class:`WorkflowError` (a cycle, an
+        unknown step, a bad argument: nothing is stored) or :class:`UnknownTask`.
+        """
+        now = self.clock.now()
+        workflow_id = "wf_" + self._new_id(now)
+        planned = plan(flow, self._task)
+        ids = {step.name: self._new_id(now) for _, step in planned}
+        children: dict[str, list[str]] = {name: [] for name in ids}
+        for _, step in planned:
+            for parent in step.parents:
+                children[parent].append(ids[step.name])
+        jobs: list[Job] = []
+        for task, step in planned:
+            job = self._build(
+                task, step.args, step.kwargs, now, step.options or _NO_OPTIONS, checked=True
+            )
+            jobs.append(
+                replace(
+                    job,
+                    id=ids[step.name],
+                    step=Step(
+                        workflow=workflow_id,
+                        name=step.name,
+                        parents=tuple(ids[p] for p in step.parents),
+                        children=tuple(children[step.name]),
+                        inputs={param: ids[ref] for param, ref in step.inputs.items()},
+                        on_parent_failure=step.on_parent_failure,
+                        waiting=len(step.parents),
+                        blocked=True,
+                    ),
+                )
+            )
+        if any(job.key is not None for job in jobs):
+            raise WorkflowError("a workflow's steps take no idempotency key")
+        record = WorkflowRecord(
+            id=workflow_id,
+            steps={name: ids[name] for name in flow.steps},
+            concurrency=flow.concurrency,
+            created_at=now,
+        )
+        if not self._opened:
+            await self.open()
+        await self.storage.enqueue_workflow(
+            record, jobs, now=now, max_queued=self.tenant_quotas or None
+        )
+        if self.events.active:
+            for job in jobs:
+                self.events.publish(JobEnqueued(at=now, job=job))
+        return await self.get_workflow(workflow_id)
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRun:
+        """The workflow's status, its steps' statuses and, once completed, its result
+        (the results of its sink steps, by name); raises :class:`WorkflowNotFound`."""
+        if not self._opened:
+            await self.open()
+        found = await self.storage.get_workflow(workflow_id)
+        if found is None:
+            raise WorkflowNotFound(workflow_id)
+        return summarize(*found)
+
+    async def workflow_jobs(self, workflow_id: str) -> dict[str, Job]:
+        """The workflow's steps' jobs, by step name; raises :class:`WorkflowNotFound`."""
+        if not self._opened:
+            await self.open()
+        found = await self.storage.get_workflow(workflow_id)
+        if found is None:
+            raise WorkflowNotFound(workflow_id)
+        record, jobs = found
+        by_id = {job.id: job for job in jobs}
+        return {name: by_id[job_id] for name, job_id in record.steps.items() if job_id in by_id}
+
+    async def wait_workflow(self, workflow_id: str, timeout: float | None = None) -> WorkflowRun:
+        """Wait until the workflow is completed, failed or cancelled, and return it.
+
+        Raises :class:`JobTimeout` after ``timeout`` seconds on the queue's clock. It
+        waits on one released step at a time (a step's end is what moves a workflow
+        on), so it wakes as :meth:`wait` does.
+        """
+        deadline = None if timeout is None else self.clock.now() + timeout
+        while True:
+            jobs = await self.workflow_jobs(workflow_id)
+            live = [job for job in jobs.values() if not job.status.is_final]
+            if not live:
+                return await self.get_workflow(workflow_id)
+            # a released step's end is what moves the workflow on
+            step = next((j for j in live if j.step is None or not j.step.blocked), live[0])
+            remaining = None if deadline is None else deadline - self.clock.now()
+            if remaining is not None and remaining <= 0:
+                run = await self.get_workflow(workflow_id)
+                raise JobTimeout(
+                    f"workflow {workflow_id!r} is still {run.status} after {timeout} s"
+                )
+            try:
+                await self.wait(step.id, timeout=remaining)
+            except JobTimeout:
+                continue  # the deadline check above raises with the workflow's status
+
+    async def cancel_workflow(self, workflow_id: str) -> WorkflowRun:
+        """Cancel every step that has not ended (running ones where they run)."""
+        if not self._opened:
+            await self.open()
+        now = self.clock.now()
+        changed = await self.storage.cancel_workflow(workflow_id, now=now)
+        for job in changed:
+            for worker in self._workers:
+                worker._interrupt(job.id, "cancelled")
+            self._job_final(job)
+            if self.events.active:
+                self.events.publish(JobCancelled(at=now, job=job))
+        return await self.get_workflow(workflow_id)
+
+    async def retry_workflow(self, workflow_id: str) -> WorkflowRun:
+        """Run again the steps that did not complete, and what follows them; completed
+        steps keep their results and are not run again. The workflow must have ended
+        (:class:`InvalidTransition` otherwise)."""
+        if not self._opened:
+            await self.open()
+        now = self.clock.now()
+        again = await self.storage.retry_workflow(workflow_id, now=now)
+        if self.events.active:
+            for job in again:
+                self.events.publish(JobEnqueued(at=now, job=job))
+        return await self.get_workflow(workflow_id)
 
     # -- operations on jobs ------------------------------------------------------------
 

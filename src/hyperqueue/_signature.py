@@ -43,9 +43,11 @@ class Signature:
 
     __slots__ = (
         "_names",
+        "_optional",
         "_positional",
         "_required",
         "_struct",
+        "_types",
         "_var_keyword",
         "_var_keyword_type",
         "_var_positional",
@@ -86,6 +88,8 @@ class Signature:
             kw_only=True,
         )
         self._names = tuple(n for n, _, _ in fields)
+        self._types = {n: t for n, t, _ in fields}
+        self._optional = frozenset(n for n, _, d in fields if d is not msgspec.NODEFAULT)
         self._required = sum(1 for _, _, d in fields if d is msgspec.NODEFAULT)
         self._positional = tuple(positional)
         self._var_positional_type: Any = tuple[self._var_positional, ...]  # type: ignore[name-defined]
@@ -105,6 +109,58 @@ class Signature:
         except TypeError as exc:
             raise ArgumentError(self.name, f"arguments must be serializable: {exc}") from None
         self._bind(args, kwargs)
+        return args, kwargs
+
+    def parameter_at(self, index: int) -> str | None:
+        """The name of the ``index``-th positional parameter (``None`` past them)."""
+        return self._positional[index] if index < len(self._positional) else None
+
+    def check_partial(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any], deferred: frozenset[str]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Validate a call whose ``deferred`` parameters are filled in later (a workflow
+        step's inputs, checked when the step starts); returns the stored form.
+
+        Every given argument is checked against its parameter's type, and every
+        required parameter must be given or deferred.
+        """
+        try:
+            args, kwargs = args_to_json_form(tuple(args), dict(kwargs) if kwargs else {})
+        except TypeError as exc:
+            raise ArgumentError(self.name, f"arguments must be serializable: {exc}") from None
+        positional = self._positional
+        if len(args) > len(positional) and self._var_positional is None:
+            raise ArgumentError(
+                self.name,
+                f"takes {len(positional)} positional arguments but {len(args)} were given",
+            )
+        given = dict(zip(positional, args, strict=False))
+        for key, value in kwargs.items():
+            if key in given:
+                raise ArgumentError(self.name, "got multiple values", argument=key)
+            if key not in self._names and self._var_keyword is None:
+                raise ArgumentError(self.name, "unexpected keyword argument", argument=key)
+            given[key] = value
+        for name in deferred:
+            if name in given:
+                raise ArgumentError(self.name, "got multiple values", argument=name)
+            if name not in self._names:
+                raise ArgumentError(self.name, "unexpected keyword argument", argument=name)
+        for name, value in given.items():
+            tp = self._types.get(name, self._var_keyword)
+            try:
+                msgspec.convert(value, tp)
+            except msgspec.ValidationError as exc:
+                raise ArgumentError(self.name, str(exc), argument=name) from None
+        missing = [
+            name
+            for name in self._names
+            if name not in self._optional and name not in given and name not in deferred
+        ]
+        if missing:
+            raise ArgumentError(
+                self.name, f"missing required argument `{missing[0]}`", argument=missing[0]
+            )
         return args, kwargs
 
     def _bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

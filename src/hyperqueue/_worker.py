@@ -32,7 +32,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._errors import JobTimeout
+from ._errors import ArgumentError, JobTimeout
 from ._events import (
     JobCompleted,
     JobDeferred,
@@ -443,7 +443,9 @@ class Worker:
             try:
                 if task is None:  # unregistered since the claim: leave it to another worker
                     raise _Deferred(queue.clock.now() + _UNKNOWN_TASK_WAIT)
-                if task.signature.convert_at_run:
+                if job.step is not None and job.step.inputs:
+                    args, kwargs = await self._step_arguments(task, job)
+                elif task.signature.convert_at_run:
                     args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
                 else:
                     args, kwargs = job.args, job.kwargs
@@ -512,6 +514,8 @@ class Worker:
             except _Deferred as deferral:
                 outcome = _released(job, run_at=deferral.run_at)
                 self._counts["deferred"] += 1
+            except _BadInput as exc:  # retrying cannot change a parent's result
+                outcome = Outcome(id=job.id, token=job.token, status=_FAILED, error=str(exc))
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
             runner.job = None
@@ -521,6 +525,27 @@ class Worker:
             if self._stopping and not self._busy:
                 assert self._drained is not None
                 self._drained.set()
+
+    async def _step_arguments(self, task: Any, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """A workflow step's arguments with its parents' results filled in, checked
+        against the task's signature now that they are known."""
+        assert job.step is not None
+        storage = self._queue.storage
+        kwargs = dict(job.kwargs)
+        sources: dict[str, str] = {}
+        for param, parent_id in job.step.inputs.items():
+            parent = await storage.get(parent_id)
+            ok = parent is not None and parent.status is JobStatus.COMPLETED
+            kwargs[param] = parent.result if ok and parent is not None else None
+            name = parent.step.name if parent is not None and parent.step else parent_id
+            sources[param] = name
+        try:
+            args, kwargs = task.signature.check(job.args, kwargs)
+            return task.signature.call_arguments(args, kwargs)  # type: ignore[no-any-return]
+        except ArgumentError as exc:
+            source = sources.get(exc.argument or "")
+            where = f" (the result of step {source!r})" if source else ""
+            raise _BadInput(f"step input does not fit{where}: {exc}") from None
 
     def _rate_limited(self, task: Any, args: Any, kwargs: Any) -> float | None:
         """None if the task's rate limit lets this job start now, else when it may."""
@@ -747,6 +772,10 @@ async def _first(*waits: Callable[[], Awaitable[Any]]) -> None:
 def _released(job: Job, *, run_at: float | None = None) -> Outcome:
     """Back to pending without counting the attempt (drain, breaker, rate limit)."""
     return Outcome(id=job.id, token=job.token, status=_PENDING, released=True, run_at=run_at)
+
+
+class _BadInput(Exception):
+    """A workflow step's input from a parent does not fit its parameter."""
 
 
 class _Deferred(Exception):

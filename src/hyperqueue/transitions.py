@@ -21,14 +21,18 @@ __all__ = [
     "claimed",
     "finished",
     "outcome_event",
+    "parent_finished",
+    "released",
     "rescued",
     "retried",
     "started",
+    "step_retried",
 ]
 
 _PENDING = JobStatus.PENDING
 _RUNNING = JobStatus.RUNNING
 _FAILED = JobStatus.FAILED
+_COMPLETED = JobStatus.COMPLETED
 
 EVENT_OF_STATUS = {
     JobStatus.COMPLETED: "job.completed",
@@ -123,7 +127,10 @@ def rescued(job: Job, *, now: float) -> Job:
 
 
 def cancelled(job: Job, *, now: float) -> Job:
-    return replace(job, status=JobStatus.CANCELLED, finished_at=now, lease_until=None)
+    step = job.step
+    if step is not None and step.blocked:  # a blocked step is released by its end
+        step = replace(step, blocked=False)
+    return replace(job, status=JobStatus.CANCELLED, finished_at=now, lease_until=None, step=step)
 
 
 def retried(job: Job, *, now: float) -> Job:
@@ -142,3 +149,47 @@ def retried(job: Job, *, now: float) -> Job:
         finished_at=None,
         lease_until=None,
     )
+
+
+# -- workflow steps ------------------------------------------------------------------
+#
+# A step waits ``blocked`` until its parents are final and its workflow has a free slot.
+# Backends find the rows (children of a step that just ended, the ready steps of its
+# workflow, its count of active steps); these functions say what each becomes.
+
+
+def parent_finished(child: Job, parent: Job, *, now: float) -> Job:
+    """A blocked step after one of its parents reached a final status.
+
+    A parent that completed (or any parent, for a step with
+    ``on_parent_failure="run"``) is one fewer to wait for; a parent that failed or
+    was cancelled cancels the step, with an error naming that parent. A step that is
+    not blocked any more (released, final) is left alone.
+    """
+    step = child.step
+    if step is None or not step.blocked or child.status is not _PENDING:
+        return child
+    if parent.status is _COMPLETED or step.on_parent_failure == "run":
+        return replace(child, step=replace(step, waiting=max(step.waiting - 1, 0)))
+    name = parent.step.name if parent.step is not None else parent.id
+    return replace(
+        child,
+        status=JobStatus.CANCELLED,
+        error=f"parent step {name!r} {parent.status.value}",
+        finished_at=now,
+        step=replace(step, blocked=False),
+    )
+
+
+def released(job: Job, *, now: float) -> Job:
+    """A blocked step whose parents are all final, given a slot of its workflow: it can
+    be claimed from now (or from its own later ``run_at``)."""
+    assert job.step is not None
+    return replace(job, run_at=max(job.run_at, now), step=replace(job.step, blocked=False))
+
+
+def step_retried(job: Job, *, waiting: int, now: float) -> Job:
+    """A step that did not complete, sent back by a workflow retry: blocked on the
+    ``waiting`` parents that did not complete either, released like a new step."""
+    assert job.step is not None
+    return replace(retried(job, now=now), step=replace(job.step, waiting=waiting, blocked=True))
