@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hyperqueue import Job, JobStatus, Priority
+from hyperqueue import Job, JobStatus, Priority, Step
 
 __all__ = [
     "COLUMNS",
@@ -20,13 +20,15 @@ __all__ = [
     "from_json",
     "job_from_row",
     "job_to_row",
+    "step_json",
+    "stored_status",
     "to_json",
 ]
 
 COLUMNS = (
     "id, task, queue, status, priority, args, kwargs, attempts, max_attempts, result, "
     "error, traceback, progress, key, tenant, timeout, created_at, run_at, started_at, "
-    "finished_at, token, lease_until, worker, rescues, max_rescues"
+    "finished_at, token, lease_until, worker, rescues, max_rescues, workflow, step, waiting"
 )
 
 INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
@@ -36,7 +38,11 @@ _decode_any = msgspec.json.Decoder().decode
 _decode_args = msgspec.json.Decoder(tuple[Any, ...]).decode
 _decode_kwargs = msgspec.json.Decoder(dict[str, Any]).decode
 
+_decode_step = msgspec.json.Decoder(Step).decode
+
+# A blocked workflow step is stored as 'blocked', out of the claim index; it is pending.
 _STATUS = {status.value: status for status in JobStatus}
+_STATUS["blocked"] = JobStatus.PENDING
 _PRIORITY = sorted(Priority, key=lambda p: p.rank)
 _PENDING = JobStatus.PENDING.value
 
@@ -54,13 +60,26 @@ def from_json(text: str | None) -> Any:
     return None if text is None else _decode_any(text)
 
 
+def stored_status(job: Job) -> str:
+    """The status column of a job: its status, or 'blocked' for a blocked step."""
+    step = job.step
+    if step is not None and step.blocked and job.status is JobStatus.PENDING:
+        return "blocked"
+    return job.status.value
+
+
+def step_json(job: Job) -> str | None:
+    return None if job.step is None else _encode(job.step).decode()
+
+
 def job_to_row(job: Job) -> tuple[Any, ...]:
-    """The INSERT parameters of a new job; it is always stored as pending."""
+    """The INSERT parameters of a new job; it is always stored as pending (or blocked)."""
+    step = job.step
     return (
         job.id,
         job.task,
         job.queue,
-        _PENDING,
+        _PENDING if step is None or not step.blocked else "blocked",
         job.priority.rank,
         _encode(job.args).decode() if job.args else "[]",
         _encode(job.kwargs).decode() if job.kwargs else "{}",
@@ -82,6 +101,9 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         job.worker,
         job.rescues,
         job.max_rescues,
+        None if step is None else step.workflow,
+        None if step is None else _encode(step).decode(),
+        0 if step is None else step.waiting,
     )
 
 
@@ -116,4 +138,5 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
         worker=row[22],
         rescues=row[23],
         max_rescues=row[24],
+        step=None if row[26] is None else _decode_step(row[26]),
     )

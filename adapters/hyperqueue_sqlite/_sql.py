@@ -32,9 +32,18 @@ from hyperqueue import (
 )
 
 from ._driver import Connection
-from ._rows import COLUMNS, INSERT, encode, job_from_row, job_to_row, to_json
+from ._rows import (
+    COLUMNS,
+    INSERT,
+    encode,
+    job_from_row,
+    job_to_row,
+    step_json,
+    stored_status,
+    to_json,
+)
 
-__all__ = ["Claimed", "Op", "Tx", "apply_batch"]
+__all__ = ["Claimed", "Op", "Tx", "apply_batch", "check_quotas"]
 
 _PENDING = JobStatus.PENDING
 _RUNNING = JobStatus.RUNNING
@@ -130,7 +139,7 @@ def apply_batch(conn: Connection, ops: Sequence[Op], origin: str = "") -> int | 
 # -- writes ------------------------------------------------------------------------
 
 
-def _check_quotas(conn: Connection, jobs: Sequence[Job], max_queued: Mapping[str, int]) -> None:
+def check_quotas(conn: Connection, jobs: Sequence[Job], max_queued: Mapping[str, int]) -> None:
     adding: dict[str, int] = {}
     for job in jobs:
         if job.tenant is not None and job.tenant in max_queued:
@@ -152,7 +161,7 @@ def enqueue(
 ) -> list[Job]:
     conn = tx.conn
     if max_queued:
-        _check_quotas(conn, jobs, max_queued)
+        check_quotas(conn, jobs, max_queued)
     out: list[Job] = []
     rows: list[tuple[Any, ...]] = []
     keyed: dict[str, Job] = {}
@@ -437,6 +446,8 @@ def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) ->
             tx.event(kind, now, job)
         if status is _PENDING:
             tx.work = True
+        elif job.step is not None:
+            _step_ended(tx, job, now)
         out.append(job)
     return out
 
@@ -503,6 +514,8 @@ def rescue(tx: Tx, now: float) -> list[Job]:
         tx.event("job.rescued", now, job)
         if job.status is _PENDING:
             tx.work = True
+        elif job.step is not None:
+            _step_ended(tx, job, now)
         out.append(job)
     return out
 
@@ -519,11 +532,14 @@ def cancel(tx: Tx, job_id: str, now: float) -> Job | Exception:
         return InvalidTransition(job_id, before.status, "cancel")
     job = transitions.cancelled(before, now=now)
     conn.execute(
-        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_until = NULL WHERE id = ?",
-        (now, job_id),
+        "UPDATE jobs SET status = 'cancelled', finished_at = ?, lease_until = NULL, step = ? "
+        "WHERE id = ?",
+        (now, step_json(job), job_id),
     )
-    tx.moved(job, before.status.value, "cancelled")
+    tx.moved(job, stored_status(before), "cancelled")
     tx.event("job.cancelled", now, job)
+    if job.step is not None:
+        _step_ended(tx, job, now)
     return job
 
 
@@ -687,8 +703,11 @@ def get(conn: Connection, job_id: str) -> Job | None:
 def list_jobs(
     conn: Connection, filters: dict[str, Any], cursor: str | None, limit: int
 ) -> list[Job]:
-    where = [f"{name} = :{name}" for name in filters]
     params = dict(filters)
+    where = [f"{name} = :{name}" for name in filters]
+    if params.get("status") == "pending":  # blocked workflow steps are pending too
+        where[list(filters).index("status")] = "status IN ('pending', 'blocked')"
+        del params["status"]
     if cursor is not None:
         where.append("id < :cursor")
         params["cursor"] = cursor
@@ -766,3 +785,9 @@ def finished_before(
     ).fetchall()
     last = rows[-1][_SEQ] if rows else after
     return [job_from_row(row) for row in rows], last
+
+
+def _step_ended(tx: Tx, job: Job, now: float) -> None:
+    from ._workflows import step_ended  # it builds on this module
+
+    step_ended(tx, job, now)

@@ -20,7 +20,7 @@ from ._errors import ArgumentError, WorkflowError
 from ._models import Job, JobStatus, WorkflowRecord, WorkflowRun, WorkflowStatus
 from ._task import JobOptions, Task, TaskCall
 
-__all__ = ["StepHandle", "Workflow", "summarize"]
+__all__ = ["StepHandle", "Workflow"]
 
 _ON_PARENT_FAILURE = ("cancel", "run")
 
