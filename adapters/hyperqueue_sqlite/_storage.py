@@ -39,9 +39,10 @@ from hyperqueue import (
     StoredEvent,
     TaskBacklog,
     WorkerInfo,
+    WorkflowRecord,
 )
 
-from . import _schedules, _sql
+from . import _schedules, _sql, _workflows
 from ._batch import GroupCommit
 from ._driver import Connection, DatabaseError, sqlite_version
 from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
@@ -60,6 +61,7 @@ __all__ = ["SQLiteStorage"]
 
 T = TypeVar("T")
 _STATUS = {status.value: status for status in JobStatus}
+_STATUS["blocked"] = JobStatus.PENDING
 
 
 class _Listener:
@@ -302,6 +304,29 @@ class SQLiteStorage:
     ) -> bool:
         return await self._write(_sql.set_progress, self._claimed, job_id, token, progress, now)
 
+    # -- workflows (see _workflows) ----------------------------------------------------------
+
+    async def enqueue_workflow(
+        self,
+        workflow: WorkflowRecord,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        max_queued: Mapping[str, int] | None = None,
+    ) -> None:
+        await self._write(_workflows.enqueue_workflow, workflow, jobs, now, max_queued)
+
+    async def get_workflow(
+        self, workflow_id: str
+    ) -> tuple[WorkflowRecord, builtins.list[Job]] | None:
+        return await self._read(_workflows.get_workflow, workflow_id)
+
+    async def cancel_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        return _raise_refusal(await self._write(_workflows.cancel_workflow, workflow_id, now))
+
+    async def retry_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
+        return _raise_refusal(await self._write(_workflows.retry_workflow, workflow_id, now))
+
     # -- periodic jobs (see _schedules) ----------------------------------------------------
 
     async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
@@ -359,7 +384,7 @@ class SQLiteStorage:
             by_status = out.get(queue)
             if by_status is None:
                 by_status = out[queue] = dict.fromkeys(JobStatus, 0)
-            by_status[_STATUS[status]] = n
+            by_status[_STATUS[status]] += n  # blocked steps are pending
         return out
 
     async def next_run_at(
