@@ -12,7 +12,6 @@ slots. So a crash between a parent's end and its children's release cannot happe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import msgspec
 
@@ -159,19 +158,18 @@ def cancel_workflow(tx: Tx, workflow_id: str, now: float) -> list[Job] | Excepti
     record = _record(conn, workflow_id)
     if record is None:
         return WorkflowNotFound(workflow_id)
+    live = [job.id for job in _steps(conn, record) if not job.status.is_final]
     changed: list[Job] = []
-    for job_id in record.steps.values():
+    for job_id in live:
         row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
-        if row is None or _final(row):
-            continue
-        job = cancel(tx, job_id, now)
-        if isinstance(job, Job):
-            changed.append(job)
+        job = None if row is None else job_from_row(row)
+        if job is not None and not job.status.is_final:
+            cancel(tx, job_id, now)  # and, with it, what depends on it
+    for job_id in live:
+        row = conn.execute(SELECT_JOB, (job_id,)).fetchone()
+        if row is not None:
+            changed.append(job_from_row(row))
     return changed
-
-
-def _final(row: tuple[Any, ...]) -> bool:
-    return row[3] in ("completed", "failed", "cancelled")
 
 
 def retry_workflow(tx: Tx, workflow_id: str, now: float) -> list[Job] | Exception:
@@ -184,6 +182,8 @@ def retry_workflow(tx: Tx, workflow_id: str, now: float) -> list[Job] | Exceptio
         if not job.status.is_final:
             return InvalidTransition(workflow_id, f"{job.status} (step {job.id})", "retry")
     done = {job.id for job in steps if job.status is JobStatus.COMPLETED}
+    if len(done) == len(steps):
+        return InvalidTransition(workflow_id, "completed", "retry")
     again: list[Job] = []
     for job in steps:
         if job.id in done:

@@ -658,12 +658,13 @@ class MemoryStorage:
         flow = self._flows.get(workflow_id)
         if flow is None:
             raise WorkflowNotFound(workflow_id)
-        changed: builtins.list[Job] = []
-        for job_id in flow.record.steps.values():
-            job = self._jobs.get(job_id)
-            if job is not None and not job.status.is_final:
-                changed.append(self._cancel(job, now))
-        return changed
+        jobs = self._jobs
+        live = [i for i in flow.record.steps.values() if i in jobs and not jobs[i].status.is_final]
+        for job_id in live:
+            job = jobs[job_id]
+            if not job.status.is_final:  # else cancelled with a parent just now
+                self._cancel(job, now)
+        return [jobs[job_id] for job_id in live]
 
     async def retry_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
         flow = self._flows.get(workflow_id)
@@ -675,6 +676,8 @@ class MemoryStorage:
             if not job.status.is_final:
                 raise InvalidTransition(workflow_id, f"{job.status} (step {job.id})", "retry")
         done = {job.id for job in steps if job.status is _COMPLETED}
+        if len(done) == len(steps):
+            raise InvalidTransition(workflow_id, "completed", "retry")
         again: builtins.list[Job] = []
         for job in steps:
             if job.id in done:
@@ -738,7 +741,7 @@ class MemoryStorage:
         if schedule is None:
             raise ScheduleNotFound(name)
         handled = schedule.handled_until
-        if not paused:
+        if schedule.paused and not paused:  # resumed: the slots skipped are handled
             handled = now if handled is None else max(handled, now)
         self._schedules[name] = schedule = replace(
             schedule, paused=paused, handled_until=handled, updated_at=now
