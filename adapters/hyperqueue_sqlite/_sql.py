@@ -588,8 +588,12 @@ def delete_finished(tx: Tx, ids: Sequence[str], cutoff: float) -> int:
     retried since it was archived stays)."""
     execute = tx.conn.execute
     deleted = 0
+    # a step stays while its workflow runs: its result may be an input still to come
     sql = (
         f"DELETE FROM jobs WHERE id = ? AND status IN {_FINAL_SQL} AND finished_at < ? "
+        "AND (workflow IS NULL OR NOT EXISTS (SELECT 1 FROM jobs AS live "
+        "WHERE live.workflow = jobs.workflow "
+        "AND live.status IN ('pending', 'running', 'blocked'))) "
         "RETURNING queue, task, status"
     )
     for job_id in ids:
@@ -598,6 +602,11 @@ def delete_finished(tx: Tx, ids: Sequence[str], cutoff: float) -> int:
             key = (row[0], row[1], row[2])
             tx.counts[key] = tx.counts.get(key, 0) - 1
             deleted += 1
+    if deleted:  # workflows whose every step is gone
+        tx.conn.execute(
+            "DELETE FROM workflows WHERE NOT EXISTS "
+            "(SELECT 1 FROM jobs WHERE jobs.workflow = workflows.id)"
+        )
     return deleted
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import hyperqueue as hq
 from hyperqueue._ids import IdFactory
+from hyperqueue.testing import FakeClock
 from hyperqueue_sqlite import RetentionPolicy, SQLiteStorage, read_archive
 
 pytestmark = pytest.mark.anyio
@@ -162,3 +163,38 @@ async def test_pruning_the_event_log_never_lets_an_id_come_back(storage: SQLiteS
     assert entry.id == last + 1 and entry.type == "job.enqueued"
     for job in jobs:
         assert await storage.get(job.id) is None
+
+
+async def test_prune_keeps_the_steps_of_a_running_workflow(storage: SQLiteStorage) -> None:
+    queue = hq.Queue(storage, clock=FakeClock(T0))
+
+    @queue.task
+    async def first() -> int:
+        return 1
+
+    @queue.task
+    async def second(n: int) -> int:
+        return n + 1
+
+    flow = hq.Workflow()
+    flow.add(second, flow.add(first))
+    run = await queue.enqueue_workflow(flow)
+    [step] = await storage.claim(None, limit=5, now=T0, lease=30, worker="w")
+    await storage.finish(
+        [hq.Outcome(id=step.id, token=step.token, status=hq.JobStatus.COMPLETED, result=1)],
+        now=T0,
+    )
+    # the first step finished long ago, but its result is the second step's input
+    report = await storage.prune(older_than=DAY, now=T0 + 30 * DAY)
+    assert report.pruned == 0
+    assert (await queue.get_workflow(run.id)).statuses["first"] is hq.JobStatus.COMPLETED
+    [step] = await storage.claim(None, limit=5, now=T0 + 30 * DAY, lease=30, worker="w")
+    assert step.task == "second"
+    await storage.finish(
+        [hq.Outcome(id=step.id, token=step.token, status=hq.JobStatus.COMPLETED, result=2)],
+        now=T0 + 30 * DAY,
+    )
+    report = await storage.prune(older_than=DAY, now=T0 + 60 * DAY)
+    assert report.pruned == 2
+    with pytest.raises(hq.WorkflowNotFound):
+        await queue.get_workflow(run.id)
