@@ -67,22 +67,24 @@ def enqueue_workflow(
         "INSERT INTO workflows (id, created_at, concurrency, steps) VALUES (?, ?, ?, ?)",
         (workflow.id, workflow.created_at, workflow.concurrency, _encode(workflow.steps).decode()),
     )
-    conn.executemany(INSERT, [job_to_row(job) for job in jobs])
-    for job in jobs:
+    free = workflow.concurrency
+    rows = []
+    for job in jobs:  # released as they are stored: the first ready ones, up to the cap
+        step = job.step
+        if step is not None and step.waiting == 0 and (free is None or free > 0):
+            job = transitions.released(job, now=now)
+            free = None if free is None else free - 1
+        rows.append(job_to_row(job))
         tx.count(job, stored_status(job), 1)
         tx.event("job.enqueued", now, job)
-    release(tx, workflow.id, now)
+        if stored_status(job) == "pending":
+            tx.work = True
+    conn.executemany(INSERT, rows)
 
 
-def _concurrency(conn: Connection, workflow_id: str) -> int | None:
-    row = conn.execute("SELECT concurrency FROM workflows WHERE id = ?", (workflow_id,)).fetchone()
-    return None if row is None else row[0]
-
-
-def release(tx: Tx, workflow_id: str, now: float) -> None:
+def release(tx: Tx, workflow_id: str, now: float, cap: int | None) -> None:
     """Release the ready steps (parents done) while the workflow has free slots."""
     conn = tx.conn
-    cap = _concurrency(conn, workflow_id)
     if cap is None:
         free = -1  # SQLite: no limit
     else:
@@ -98,7 +100,10 @@ def release(tx: Tx, workflow_id: str, now: float) -> None:
 
 def step_ended(tx: Tx, job: Job, now: float) -> None:
     """Settle the children of a step that reached a final status, then release."""
-    assert job.step is not None
+    step = job.step
+    assert step is not None
+    if not step.children and step.concurrency is None:
+        return  # nothing waits on it, and it held no slot another step waits for
     conn = tx.conn
     ended = [job]
     while ended:
@@ -128,7 +133,7 @@ def step_ended(tx: Tx, job: Job, now: float) -> None:
                 tx.moved(after, "blocked", "cancelled")
                 tx.event("job.cancelled", now, after)
                 ended.append(after)
-    release(tx, job.step.workflow, now)
+    release(tx, step.workflow, now, step.concurrency)
 
 
 def _record(conn: Connection, workflow_id: str) -> WorkflowRecord | None:
@@ -201,5 +206,5 @@ def retry_workflow(tx: Tx, workflow_id: str, now: float) -> list[Job] | Exceptio
         tx.moved(after, job.status.value, "blocked")
         tx.event("job.enqueued", now, after)
         again.append(after)
-    release(tx, workflow_id, now)
+    release(tx, workflow_id, now, record.concurrency)
     return again

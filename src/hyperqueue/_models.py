@@ -84,6 +84,7 @@ class Step(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     on_parent_failure: str = "cancel"
     waiting: int = 0
     blocked: bool = False
+    concurrency: int | None = None
 
 
 class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -258,7 +259,8 @@ _FINAL_WORKFLOW = frozenset(
 class WorkflowRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A workflow as the storage keeps it; its steps are jobs (``Job.step``).
 
-    ``steps`` maps step names to job ids, in the order they were added. ``concurrency``
+    ``steps`` maps step names to job ids, parents before children (else in the order
+    they were added). ``concurrency``
     caps how many of its steps are pending-and-released or running at once (``None``:
     no cap).
     """

@@ -90,7 +90,7 @@ class Workflow:
     workflow whose steps have no edges: one status, one cancel, one retry.
     """
 
-    __slots__ = ("_steps", "concurrency")
+    __slots__ = ("_steps", "_suffixes", "concurrency")
 
     def __init__(self, *, concurrency: int | None = None) -> None:
         if concurrency is not None and (
@@ -99,6 +99,7 @@ class Workflow:
             raise WorkflowError("concurrency must be a whole number of at least 1, or None")
         self.concurrency = concurrency
         self._steps: dict[str, _StepSpec] = {}
+        self._suffixes: dict[str, int] = {}  # the last suffix given to a task's steps
 
     def add(
         self,
@@ -127,10 +128,12 @@ class Workflow:
             )
         if name is None:
             base = _task_name(task)
-            name, n = base, 1
+            n = self._suffixes.get(base, 1)
+            name = base
             while name in self._steps:
                 n += 1
                 name = f"{base}-{n}"
+            self._suffixes[base] = n
         elif not isinstance(name, str) or not name:
             raise WorkflowError("a step's name must be a non-empty string")
         elif name in self._steps:

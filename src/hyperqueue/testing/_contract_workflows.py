@@ -48,6 +48,7 @@ def _flow(
                 on_parent_failure="run" if name in run_anyway else "cancel",
                 waiting=len(parents),
                 blocked=True,
+                concurrency=concurrency,
             ),
         )
         for name, parents in graph.items()
