@@ -17,7 +17,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FILES = ["README.md", "docs/tutorial.md", "docs/guides/testing.md", "docs/guides/server.md"]
+FILES = [
+    "README.md",
+    "docs/tutorial.md",
+    "docs/guides/testing.md",
+    "docs/guides/server.md",
+    "docs/guides/periodic.md",
+    "docs/guides/workflows.md",
+]
 BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 

@@ -168,6 +168,12 @@ def _action(method: str, route: str, prefix: str) -> tuple[str, str]:
         return "job.submit", "submit"
     if tail == "/jobs/batch":
         return "job.batch", "batch"
+    for kind, plural in (("workflow", "/workflows"), ("schedule", "/schedules")):
+        if tail == plural and method == "POST":
+            return f"{kind}.submit", "submit"
+        if tail.startswith(plural + "/"):
+            verb = tail.rsplit("/", 1)[-1]
+            return f"{kind}.{verb}", verb
     if tail.endswith("/cancel"):
         return "job.cancel", "cancel"
     if tail.endswith("/retry"):
@@ -353,7 +359,12 @@ class _AuditMiddleware(ASGIMiddleware):
         finally:
             event, action = _action(method, route, audit.api_prefix)
             params = scope.get("path_params") or {}
-            resource: str | None = f"job:{params['job_id']}" if "job_id" in params else None
+            kind = event.split(".", 1)[0]
+            resource: str | None = None
+            for name, prefix in (("job_id", "job"), ("workflow_id", "workflow"), ("name", kind)):
+                if name in params:
+                    resource = f"{prefix}:{params[name]}"
+                    break
             metadata: dict[str, Any] = {"method": method, "route": route, "status": status}
             if 200 <= status < 300 and chunks:
                 try:
@@ -362,7 +373,7 @@ class _AuditMiddleware(ASGIMiddleware):
                     body = None
                 if isinstance(body, dict):
                     if resource is None and isinstance(body.get("id"), str):
-                        resource = f"job:{body['id']}"
+                        resource = f"{'workflow' if kind == 'workflow' else 'job'}:{body['id']}"
                     if isinstance(body.get("items"), list):
                         metadata["ids"] = [
                             i["job"]["id"]

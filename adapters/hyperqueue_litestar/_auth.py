@@ -195,6 +195,10 @@ class _TenantRoutes:
         self.batch = f"{prefix}/jobs/batch"
         self.listing = f"{prefix}/jobs"
         self.one = re.compile(rf"^{re.escape(prefix)}/jobs/\{{job_id\}}(/cancel|/retry)?$")
+        # the workflow routes confine a tenant's key themselves (its steps, its runs)
+        self.workflows = re.compile(
+            rf"^{re.escape(prefix)}/workflows(/\{{workflow_id\}}(/cancel|/retry)?)?$"
+        )
         self.prefix = prefix
 
 
@@ -367,6 +371,9 @@ class _AuthMiddleware(ASGIMiddleware):
             return
         if method == "POST" and route in (routes.submit, routes.batch):
             await self._submit(scope, receive, send, next_app, tenant, route == routes.batch)
+            return
+        if routes.workflows.match(route):
+            await next_app(scope, receive, send)
             return
         if routes.one.match(route):
             job_id = str(scope["path_params"].get("job_id", ""))

@@ -25,14 +25,20 @@ from hyperqueue import (
     OptionError,
     QuotaExceeded,
     RateLimitExceeded,
+    ScheduleNotFound,
     StorageError,
     UnknownTask,
+    WorkflowError,
+    WorkflowNotFound,
 )
 
 __all__ = ["STATUS_BY_ERROR", "error_response", "exception_handlers"]
 
 STATUS_BY_ERROR: dict[type[HyperqueueError], int] = {
     JobNotFound: 404,
+    ScheduleNotFound: 404,
+    WorkflowNotFound: 404,
+    WorkflowError: 422,
     UnknownTask: 422,
     ArgumentError: 422,
     OptionError: 422,
@@ -67,6 +73,12 @@ def _extra(exc: HyperqueueError) -> dict[str, Any] | None:
         return {"job_id": exc.job_id, "status": exc.status, "action": exc.action}
     if isinstance(exc, JobNotFound):
         return {"job_id": exc.job_id}
+    if isinstance(exc, ScheduleNotFound):
+        return {"schedule": exc.name}
+    if isinstance(exc, WorkflowNotFound):
+        return {"workflow_id": exc.workflow_id}
+    if isinstance(exc, WorkflowError):
+        return {"step": exc.step}
     if isinstance(exc, ModeRefused):
         return {"mode": str(exc.mode), "operation": str(exc.operation)}
     if isinstance(exc, QuotaExceeded):

@@ -19,6 +19,7 @@ import hyperqueue as hq
 from hyperqueue import Operation
 
 from ._errors import STATUS_BY_ERROR
+from ._schedule_routes import schedule_routes
 from ._schemas import (
     BatchItem,
     BatchRequest,
@@ -28,6 +29,7 @@ from ._schemas import (
     QueueFigures,
     QueuesResponse,
 )
+from ._workflow_routes import workflow_routes
 
 __all__ = ["MAX_DEPTH", "api_routes"]
 
@@ -269,4 +271,6 @@ def api_routes(
         list_queues,
         dead_letters,
         events,
+        *workflow_routes(queue, modes),
+        *schedule_routes(queue, modes),
     ]

@@ -186,9 +186,10 @@ def retry_workflow(tx: Tx, workflow_id: str, now: float) -> list[Job] | Exceptio
     for job in steps:
         if not job.status.is_final:
             return InvalidTransition(workflow_id, f"{job.status} (step {job.id})", "retry")
-    done = {job.id for job in steps if job.status is JobStatus.COMPLETED}
-    if len(done) == len(steps):
+    rerun = transitions.steps_to_retry(steps)
+    if not rerun:
         return InvalidTransition(workflow_id, "completed", "retry")
+    done = {job.id for job in steps if job.id not in rerun}
     again: list[Job] = []
     for job in steps:
         if job.id in done:

@@ -50,6 +50,7 @@ from ._events import (
     JobRescued,
     JobRetrying,
     JobStarted,
+    ScheduleMissed,
     SubscriberStats,
 )
 from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
@@ -144,6 +145,7 @@ __all__ = [
     "RateLimiter",
     "Retry",
     "Schedule",
+    "ScheduleMissed",
     "ScheduleNotFound",
     "Service",
     "ServiceStats",

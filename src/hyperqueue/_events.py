@@ -50,6 +50,7 @@ __all__ = [
     "JobRescued",
     "JobRetrying",
     "JobStarted",
+    "ScheduleMissed",
     "SubscriberStats",
     "job_event",
 ]
@@ -108,6 +109,19 @@ class JobDeferred(JobEvent, frozen=True, kw_only=True, tag="job.deferred"):
 
 class JobRescued(JobEvent, frozen=True, kw_only=True, tag="job.rescued"):
     """A worker lost the job's lease (crash, hang); it is pending again or failed."""
+
+
+class ScheduleMissed(Event, frozen=True, kw_only=True, tag="schedule.missed"):
+    """Slots of the periodic job ``schedule`` passed with no job: every process that
+    runs it was down, or it was late by more than the grace (see
+    :meth:`Queue.periodic`). ``missed`` slots, the oldest at ``first_slot``, the newest
+    at ``last_slot`` (seconds since the epoch). Published by the one process that
+    recorded them."""
+
+    schedule: str
+    missed: int
+    first_slot: float
+    last_slot: float
 
 
 _JOB_EVENTS: dict[str, type[JobEvent]] = {

@@ -675,9 +675,10 @@ class MemoryStorage:
         for job in steps:
             if not job.status.is_final:
                 raise InvalidTransition(workflow_id, f"{job.status} (step {job.id})", "retry")
-        done = {job.id for job in steps if job.status is _COMPLETED}
-        if len(done) == len(steps):
+        rerun = move.steps_to_retry(steps)
+        if not rerun:
             raise InvalidTransition(workflow_id, "completed", "retry")
+        done = {job.id for job in steps if job.id not in rerun}
         again: builtins.list[Job] = []
         for job in steps:
             if job.id in done:
@@ -701,15 +702,7 @@ class MemoryStorage:
 
     async def save_schedule(self, schedule: Schedule, *, now: float) -> Schedule:
         old = self._schedules.get(schedule.name)
-        if old is not None:
-            schedule = replace(
-                schedule,
-                paused=old.paused,
-                handled_until=old.handled_until,
-                last_job=old.last_job,
-                missed=old.missed,
-            )
-        self._schedules[schedule.name] = schedule = replace(schedule, updated_at=now, next_at=None)
+        self._schedules[schedule.name] = schedule = move.schedule_saved(schedule, old, now=now)
         return schedule
 
     async def schedules(self) -> builtins.list[Schedule]:
@@ -719,20 +712,14 @@ class MemoryStorage:
         self, name: str, *, slot: float, job: Job | None, missed: int, now: float
     ) -> bool:
         schedule = self._schedules.get(name)
-        if schedule is None or schedule.paused:
+        if schedule is None or not move.schedule_fires(schedule, slot):
             return False
-        if schedule.handled_until is not None and schedule.handled_until >= slot:
-            return False
-        last_job = schedule.last_job
-        if job is not None:
-            [stored] = await self.enqueue((job,), now=now, key_ttl=None)  # no await inside
-            last_job = stored.id
-        self._schedules[name] = replace(
-            schedule,
-            handled_until=slot,
-            last_job=last_job,
-            missed=schedule.missed + missed,
-            updated_at=now,
+        job_id = None
+        if job is not None:  # no await inside enqueue: this call is atomic
+            [stored] = await self.enqueue((job,), now=now, key_ttl=move.SLOT_KEY_TTL)
+            job_id = stored.id
+        self._schedules[name] = move.schedule_fired(
+            schedule, slot=slot, job_id=job_id, missed=missed, now=now
         )
         return True
 
@@ -740,12 +727,7 @@ class MemoryStorage:
         schedule = self._schedules.get(name)
         if schedule is None:
             raise ScheduleNotFound(name)
-        handled = schedule.handled_until
-        if schedule.paused and not paused:  # resumed: the slots skipped are handled
-            handled = now if handled is None else max(handled, now)
-        self._schedules[name] = schedule = replace(
-            schedule, paused=paused, handled_until=handled, updated_at=now
-        )
+        self._schedules[name] = schedule = move.schedule_paused(schedule, paused=paused, now=now)
         return schedule
 
     # -- workers -----------------------------------------------------------------------

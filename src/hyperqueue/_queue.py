@@ -48,6 +48,7 @@ from ._models import (
     Page,
     Priority,
     QueueStats,
+    Schedule,
     Step,
     StoredEvent,
     TaskBacklog,
@@ -56,6 +57,7 @@ from ._models import (
     WorkflowRun,
 )
 from ._modes import ModeController
+from ._periodic import Periodics
 from ._ratelimit import RateLimiter
 from ._retry import Retry
 from ._task import JobOptions, Submission, Task
@@ -175,6 +177,8 @@ class Queue:
             raise ValueError("relay_interval must be > 0 seconds")
         self.relay_interval = relay_interval
         self.templates: dict[str, JobOptions] = {}
+        self.periodics = Periodics(self)
+        """The periodic jobs defined on this queue (:meth:`periodic`), by name."""
         self.breakers = (
             breakers
             if breakers is not None
@@ -560,6 +564,7 @@ class Queue:
                         on_parent_failure=step.on_parent_failure,
                         waiting=len(step.parents),
                         blocked=True,
+                        concurrency=flow.concurrency,
                     ),
                 )
             )
@@ -567,7 +572,7 @@ class Queue:
             raise WorkflowError("a workflow's steps take no idempotency key")
         record = WorkflowRecord(
             id=workflow_id,
-            steps={name: ids[name] for name in flow.steps},
+            steps={step.name: ids[step.name] for _, step in planned},  # parents first
             concurrency=flow.concurrency,
             created_at=now,
         )
@@ -606,27 +611,24 @@ class Queue:
         """Wait until the workflow is completed, failed or cancelled, and return it.
 
         Raises :class:`JobTimeout` after ``timeout`` seconds on the queue's clock. It
-        waits on one released step at a time (a step's end is what moves a workflow
-        on), so it wakes as :meth:`wait` does.
+        waits for each step in turn, parents first: by the time a step is waited for,
+        its parents have ended, so it was released or cancelled with them, and its own
+        end wakes the wait as :meth:`wait` does.
         """
         deadline = None if timeout is None else self.clock.now() + timeout
-        while True:
-            jobs = await self.workflow_jobs(workflow_id)
-            live = [job for job in jobs.values() if not job.status.is_final]
-            if not live:
-                return await self.get_workflow(workflow_id)
-            # a released step's end is what moves the workflow on
-            step = next((j for j in live if j.step is None or not j.step.blocked), live[0])
+        run = await self.get_workflow(workflow_id)
+        for job_id in run.steps.values():
             remaining = None if deadline is None else deadline - self.clock.now()
-            if remaining is not None and remaining <= 0:
+            try:
+                if remaining is not None and remaining <= 0:
+                    raise JobTimeout
+                await self.wait(job_id, timeout=remaining)
+            except JobTimeout:
                 run = await self.get_workflow(workflow_id)
                 raise JobTimeout(
                     f"workflow {workflow_id!r} is still {run.status} after {timeout} s"
-                )
-            try:
-                await self.wait(step.id, timeout=remaining)
-            except JobTimeout:
-                continue  # the deadline check above raises with the workflow's status
+                ) from None
+        return await self.get_workflow(workflow_id)
 
     async def cancel_workflow(self, workflow_id: str) -> WorkflowRun:
         """Cancel every step that has not ended (running ones where they run)."""
@@ -878,6 +880,65 @@ class Queue:
                     self._job_final(entry.job)
                 if self.events.active:
                     self.events.publish(job_event(entry))
+
+    # -- periodic jobs -----------------------------------------------------------------
+
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        timezone: str | None = None,
+        catch_up: bool = False,
+        name: str | None = None,
+        queue: str = "default",
+        priority: Priority | str = Priority.NORMAL,
+        timeout: float | None = None,
+        retry: Retry | None = None,
+    ) -> Callable[[Callable[P, Awaitable[R]]], Task[P, R]]:
+        """Register an async function taking no arguments as a task that runs on a schedule.
+
+        ``cron="*/5 * * * *"`` (five fields, in ``timezone``: an IANA name, UTC by
+        default; needs the ``cron`` extra) or ``every=60.0`` seconds (slots at the
+        multiples of ``every`` since the epoch). Every worker pool that serves the task
+        fires it, and the storage lets exactly one job through per slot, across every
+        process on it. A slot fired more than ``min(60 s, period)`` late is missed:
+        reported as a :class:`ScheduleMissed` event, and run once for all missed slots
+        when ``catch_up=True``. ``name`` names the task and the schedule; the other
+        options are :meth:`task`'s. Raises :class:`OptionError` for a schedule that
+        cannot work. See :mod:`hyperqueue._periodic` for the slot rules.
+        """
+        return self.periodics.decorator(
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            catch_up=catch_up,
+            name=name,
+            queue=queue,
+            priority=priority,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    async def schedules(self) -> list[Schedule]:
+        """Every periodic job on the storage (and those defined here that no worker saved
+        yet), by name, with ``next_at``: its next slot (None while paused)."""
+        if not self._opened:
+            await self.open()
+        return await self.periodics.listing()
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        """Stop firing ``name`` in every process; raises :class:`ScheduleNotFound`."""
+        if not self._opened:
+            await self.open()
+        return await self.periodics.pause(name, paused=True)
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        """Fire ``name`` again from its next slot; the slots skipped while it was paused
+        are not reported missed. Raises :class:`ScheduleNotFound`."""
+        if not self._opened:
+            await self.open()
+        return await self.periodics.pause(name, paused=False)
 
     # -- workers ---------------------------------------------------------------------
 

@@ -673,6 +673,7 @@ class Worker:
                 tg.start_soon(self._maintain)
                 tg.start_soon(self._flusher)
                 tg.start_soon(self._start_flusher)
+                tg.start_soon(self._queue.periodics.run, self.queues, name=f"{self.name} periodic")
                 task_status.started()
 
     async def _start_flusher(self) -> None:

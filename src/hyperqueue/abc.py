@@ -229,8 +229,10 @@ class Storage(Protocol):
         ...
 
     async def retry_workflow(self, workflow_id: str, *, now: float) -> builtins.list[Job]:
-        """Run again every step that did not complete, and what follows them (completed
-        steps are kept with their results); returns the steps sent back. Each goes back
+        """Run again every step that did not complete, and what follows them (other
+        completed steps are kept with their results), as
+        :func:`hyperqueue.transitions.steps_to_retry` says; returns the steps sent back.
+        Each goes back
         blocked on its parents that did not complete, as
         :func:`hyperqueue.transitions.step_retried` says, and is released as at enqueue.
         Raises :class:`~hyperqueue.WorkflowNotFound`, or

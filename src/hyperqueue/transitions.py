@@ -11,28 +11,41 @@ memory, SQLite and PostgreSQL cannot drift apart on attempts, rescues or timesta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from msgspec.structs import replace
 
-from ._models import Job, JobStatus, Outcome
+from ._models import Job, JobStatus, Outcome, Schedule
 
 __all__ = [
     "EVENT_OF_STATUS",
+    "SLOT_KEY_TTL",
     "cancelled",
     "claimed",
     "finished",
     "outcome_event",
     "parent_finished",
     "released",
+    "schedule_fired",
+    "schedule_fires",
+    "schedule_paused",
+    "schedule_saved",
     "rescued",
     "retried",
     "started",
     "step_retried",
+    "steps_to_retry",
 ]
 
 _PENDING = JobStatus.PENDING
 _RUNNING = JobStatus.RUNNING
 _FAILED = JobStatus.FAILED
 _COMPLETED = JobStatus.COMPLETED
+
+SLOT_KEY_TTL = 86_400.0
+"""Seconds a periodic job's slot key is kept (the schedule's ``handled_until`` is what
+keeps a slot from firing twice; the key is a second guard, and a key kept forever would
+leave a row per slot behind)."""
 
 EVENT_OF_STATUS = {
     JobStatus.COMPLETED: "job.completed",
@@ -193,3 +206,64 @@ def step_retried(job: Job, *, waiting: int, now: float) -> Job:
     ``waiting`` parents that did not complete either, released like a new step."""
     assert job.step is not None
     return replace(retried(job, now=now), step=replace(job.step, waiting=waiting, blocked=True))
+
+
+def steps_to_retry(steps: Sequence[Job]) -> set[str]:
+    """The ids of a workflow's steps that a retry runs again: every step that did not
+    complete, and everything that follows one of them (a join that ran with a failed
+    parent's ``None`` runs again with the new result)."""
+    children = {job.id: job.step.children if job.step is not None else () for job in steps}
+    todo = [job.id for job in steps if job.status is not _COMPLETED]
+    again = set(todo)
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in again:
+                again.add(child)
+                todo.append(child)
+    return again
+
+
+# -- periodic schedules --------------------------------------------------------------
+
+
+def schedule_saved(new: Schedule, old: Schedule | None, *, now: float) -> Schedule:
+    """A definition saved by a process: its fields, with the stored state kept."""
+    if old is not None:
+        new = replace(
+            new,
+            paused=old.paused,
+            handled_until=old.handled_until,
+            last_job=old.last_job,
+            missed=old.missed,
+        )
+    return replace(new, updated_at=now, next_at=None)
+
+
+def schedule_fires(schedule: Schedule | None, slot: float) -> bool:
+    """Whether a fire of ``slot`` goes through: the schedule exists, is not paused, and
+    is not handled up to ``slot`` yet (so of many processes, one gets through)."""
+    if schedule is None or schedule.paused:
+        return False
+    return schedule.handled_until is None or schedule.handled_until < slot
+
+
+def schedule_fired(
+    schedule: Schedule, *, slot: float, job_id: str | None, missed: int, now: float
+) -> Schedule:
+    """Handled up to ``slot``, with the job it stored (if any) and the slots missed."""
+    return replace(
+        schedule,
+        handled_until=slot,
+        last_job=schedule.last_job if job_id is None else job_id,
+        missed=schedule.missed + missed,
+        updated_at=now,
+    )
+
+
+def schedule_paused(schedule: Schedule, *, paused: bool, now: float) -> Schedule:
+    """Paused, or resumed: a resumed schedule is handled up to ``now``, so the slots
+    skipped while it was paused are not reported missed."""
+    handled = schedule.handled_until
+    if schedule.paused and not paused:
+        handled = now if handled is None else max(handled, now)
+    return replace(schedule, paused=paused, handled_until=handled, updated_at=now)

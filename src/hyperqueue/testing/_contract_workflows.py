@@ -241,3 +241,21 @@ class WorkflowContract:
 
     async def test_unknown_workflow_reads_as_none(self, storage: Storage) -> None:
         assert await storage.get_workflow("wf-nope") is None
+
+    async def test_retry_workflow_runs_again_a_join_that_ran_after_a_failure(
+        self, storage: Storage, make: Any
+    ) -> None:
+        record, jobs = _flow(make, {"a": [], "b": [], "join": ["a", "b"]}, run_anyway=["join"])
+        await storage.enqueue_workflow(record, jobs, now=T0)
+        claimed = {job.task: job for job in await _claim(storage)}
+        await _end(storage, claimed["a"], result=1)
+        await _end(storage, claimed["b"], JobStatus.FAILED, error="boom")
+        [join] = await _claim(storage, now=T0 + 1)
+        await _end(storage, join, result="with a None")
+        again = await storage.retry_workflow(record.id, now=T0 + 2)
+        assert sorted(job.task for job in again) == ["b", "join"]
+        a = await _step(storage, record, "a")
+        assert a.status is JobStatus.COMPLETED and a.result == 1
+        join = await _step(storage, record, "join")
+        assert join.status is JobStatus.PENDING and join.result is None
+        assert join.step is not None and join.step.blocked and join.step.waiting == 1

@@ -68,6 +68,24 @@ async def test_every_mutation_is_recorded(
     assert [r.seq for r in records] == [1, 2, 3, 4, 5]
 
 
+async def test_workflow_and_schedule_changes_are_recorded_as_such(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
+) -> None:
+    sink = MemoryAuditSink()
+    async with serve(build(queue, keys, sink)) as client:
+        body = {"steps": [{"task": "add", "args": [1, 2]}]}
+        run = (await client.post("/api/v1/workflows", json=body, headers=OPS)).json()
+        await client.post(f"/api/v1/workflows/{run['id']}/cancel", headers=OPS)
+        await client.post(f"/api/v1/workflows/{run['id']}/retry", headers=OPS)
+        await client.post("/api/v1/schedules/nightly/pause", headers=OPS)  # 404: unknown
+    assert [(r.event, r.resource, r.result) for r in sink.records] == [
+        ("workflow.submit", f"workflow:{run['id']}", "success"),
+        ("workflow.cancel", f"workflow:{run['id']}", "success"),
+        ("workflow.retry", f"workflow:{run['id']}", "success"),
+        ("schedule.pause", "schedule:nightly", "error 404"),
+    ]
+
+
 async def test_security_events_are_recorded(
     queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
 ) -> None:

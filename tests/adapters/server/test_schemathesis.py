@@ -37,6 +37,13 @@ OPERATIONS = [
     ("GET", "/api/v1/config/export"),
     ("PUT", "/api/v1/config"),
     ("POST", "/api/v1/config/rollback/{version}"),
+    ("POST", "/api/v1/workflows"),
+    ("GET", "/api/v1/workflows/{workflow_id}"),
+    ("POST", "/api/v1/workflows/{workflow_id}/cancel"),
+    ("POST", "/api/v1/workflows/{workflow_id}/retry"),
+    ("GET", "/api/v1/schedules"),
+    ("POST", "/api/v1/schedules/{name}/pause"),
+    ("POST", "/api/v1/schedules/{name}/resume"),
     ("GET", "/health"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
@@ -53,6 +60,8 @@ INVALID_INPUT = {
     ("GET", "/api/v1/jobs"),
     ("POST", "/api/v1/jobs/batch"),
     ("GET", "/api/v1/dead-letters"),
+    ("POST", "/api/v1/workflows"),
+    ("GET", "/api/v1/workflows/{workflow_id}"),
 }
 
 
