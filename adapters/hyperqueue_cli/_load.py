@@ -11,11 +11,15 @@ from typing import TYPE_CHECKING
 import click
 
 import hyperqueue as hq
+import hyperqueue.abc
 
 if TYPE_CHECKING:
     from hyperqueue_litestar import StorageSettings
 
-__all__ = ["MEMORY_WARNING", "load_queue", "use_storage"]
+__all__ = ["MEMORY_WARNING", "STORAGE_EXIT", "check_storage", "load_queue", "use_storage"]
+
+STORAGE_EXIT = 3
+"""Exit status of ``serve`` and ``worker`` when the storage cannot be opened."""
 
 
 def load_queue(spec: str) -> hq.Queue:
@@ -85,3 +89,21 @@ def use_storage(
     path = db if db is not None else Path(settings.path or "hyperqueue.db")
     queue.storage = SQLiteStorage(path)
     return f"SQLite file {path.resolve()}", None
+
+
+def check_storage(storage: hq.abc.Storage, command: str) -> None:
+    """Open ``storage`` once and close it, before anything listens or prints that it
+    serves: a storage that cannot work (read-only, corrupt, locked, a full disk) ends
+    the command with one line (what, the path, the problem, what to do) and exit
+    status :data:`STORAGE_EXIT`, instead of a traceback after "serving on"."""
+    import anyio
+
+    async def probe() -> None:
+        await storage.open()
+        await storage.aclose()
+
+    try:
+        anyio.run(probe)
+    except hq.StorageError as exc:
+        click.echo(f"hyperqueue {command}: cannot open the storage: {exc}", err=True)
+        raise SystemExit(STORAGE_EXIT) from None

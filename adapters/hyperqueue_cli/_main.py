@@ -32,7 +32,7 @@ from rich.table import Table
 
 import hyperqueue as hq
 
-from ._load import load_queue, use_storage
+from ._load import check_storage, load_queue, use_storage
 
 if TYPE_CHECKING:
     from hyperqueue_litestar import Config
@@ -173,6 +173,8 @@ def serve(
     )
     host, port = plan.host, plan.port
     auth, plugin = plan.auth, plan.plugin
+    if not check:
+        check_storage(plan.queue.storage, "serve")
     loopback = host in ("127.0.0.1", "localhost", "::1")
     if auth.open and not loopback and not allow_open:
         raise click.ClickException(
@@ -381,6 +383,7 @@ def worker(
     config = _config(config_path)
     queue = _queue(app)
     where, warning = use_storage(queue, config.storage, db)
+    check_storage(queue.storage, "worker")
     settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
     for name, quota in config.tenants.items():  # the app's own caps stay if tighter
         queue.tenant_limits[name] = min(

@@ -123,6 +123,11 @@ class Connection:
         changed = self._conn.total_changes() - before
         return Result(rows, changed if _changes_rows(sql) else -1)
 
+    def keep_wal_on_close(self) -> None:
+        """Do not checkpoint the WAL into the database when this connection closes (the
+        last one to close would): the WAL stays, whole, for the next open to read."""
+        self._conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
+
     def close(self) -> None:
         """Close the connection (and its cursor); harmless twice."""
         self._conn.close()

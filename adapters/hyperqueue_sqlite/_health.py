@@ -30,8 +30,11 @@ def wal_reset_bug(version: str) -> bool:
 class SQLiteHealth(msgspec.Struct, frozen=True, kw_only=True):
     """One health reading of a SQLite storage.
 
-    ``status`` is ``degraded`` when the library has the WAL-reset bug and more than one
-    process has the file open, ``unhealthy`` when the database cannot be read.
+    ``status`` is ``unhealthy`` when the database cannot be read or writes fail on a
+    full disk; ``degraded`` when space runs low (under 256 MiB free, or over 90% of the
+    database's size limit), or the library has the WAL-reset bug and more than one
+    process has the file open. ``free_bytes`` is the free space of the file system the
+    database is on.
     ``processes`` counts the live processes that opened this file (on this host).
     """
 
@@ -42,3 +45,6 @@ class SQLiteHealth(msgspec.Struct, frozen=True, kw_only=True):
     wal_reset_bug: bool
     processes: int
     path: str
+    free_bytes: int | None = None
+    wal_bytes: int | None = None
+    database_bytes: int | None = None

@@ -42,7 +42,7 @@ def storage_error(path: Path, exc: BaseException, doing: str = "") -> StorageErr
     if isinstance(exc, BusyError | LockedError) or "locked" in lowered or "busy" in lowered:
         problem = (
             f"the database is locked by another connection ({text}); another process holds "
-            "a write lock longer than the busy timeout"
+            "a write lock longer than the busy timeout: find it, or raise busy_timeout"
         )
     elif (
         isinstance(exc, NotADBError | CorruptError)
@@ -50,11 +50,17 @@ def storage_error(path: Path, exc: BaseException, doing: str = "") -> StorageErr
         or "malformed" in lowered
         or "corrupt" in lowered
     ):
-        problem = f"the file is not a valid SQLite database ({text})"
+        problem = (
+            f"the file is not a valid SQLite database ({text}); restore it from a backup, "
+            "or move it aside to start with a new one"
+        )
     elif isinstance(exc, ReadOnlyError) or "readonly" in lowered or "read-only" in lowered:
-        problem = f"the database is read-only ({text})"
+        problem = (
+            f"the database is read-only ({text}); make the file and its folder writable "
+            "by this user"
+        )
     elif isinstance(exc, FullError) or ("disk" in lowered and "full" in lowered):
-        problem = f"the disk is full ({text})"
+        problem = f"the disk is full ({text}); free space on its file system, or prune old jobs"
     else:
         problem = text
     where = f" while {doing}" if doing else ""

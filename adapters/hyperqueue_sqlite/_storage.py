@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -44,7 +45,7 @@ from hyperqueue import (
 
 from . import _schedules, _sql, _workflows
 from ._batch import GroupCommit
-from ._driver import Connection, DatabaseError, sqlite_version
+from ._driver import Connection, DatabaseError, FullError, sqlite_version
 from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
 from ._open import check_path, prepare, storage_error
 from ._retention import (
@@ -60,6 +61,12 @@ from ._thread_db import ThreadConnection
 __all__ = ["SQLiteStorage"]
 
 T = TypeVar("T")
+_log = logging.getLogger("hyperqueue.sqlite")
+
+CHECKPOINT_MARGIN = 8 << 20
+"""Free bytes wanted beyond the WAL's size before a checkpoint at close."""
+LOW_DISK_BYTES = 256 << 20
+"""Free space under which health says degraded (writes may soon fail)."""
 _STATUS = {status.value: status for status in JobStatus}
 _STATUS["blocked"] = JobStatus.PENDING
 
@@ -146,6 +153,7 @@ class SQLiteStorage:
         self.origin = secrets.token_hex(8)
         self._opening = anyio.Lock()
         self._host = socket.gethostname()
+        self._full_at: float | None = None  # when a write last failed on a full disk
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({str(self.path)!r})"
@@ -187,10 +195,36 @@ class SQLiteStorage:
     async def _close(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
+        if writer is not None and reader is not None:
+            await self._keep_wal_if_no_room(writer, reader)
         if reader is not None:
             await reader.aclose()
         if writer is not None:
             await writer.aclose()
+
+    async def _keep_wal_if_no_room(
+        self, writer: ThreadConnection, reader: ThreadConnection
+    ) -> None:
+        """Closing the last connection checkpoints the WAL into the database, which may
+        grow the file by up to the WAL's size: after a full disk, with less free than
+        that, the checkpoint would fill the disk again and the next start would fail.
+        Then the WAL stays as it is (it is the data; the next open reads it)."""
+        try:
+            usage = await anyio.to_thread.run_sync(disk_usage, self.path, 0)
+        except OSError:
+            return
+        if usage.free_bytes >= usage.wal_bytes + CHECKPOINT_MARGIN:
+            return
+        _log.warning(
+            "SQLite storage %r: %d bytes free, less than the WAL (%d bytes) needs to be "
+            "checkpointed; leaving the WAL as it is for the next start",
+            str(self.path),
+            usage.free_bytes,
+            usage.wal_bytes,
+        )
+        with contextlib.suppress(Exception):
+            await writer.call(Connection.keep_wal_on_close)
+            await reader.call(Connection.keep_wal_on_close)
 
     # -- plumbing --------------------------------------------------------------------
 
@@ -209,11 +243,16 @@ class SQLiteStorage:
         try:
             version = await writer.call(_sql.apply_batch, ops, self.origin)
         except Exception as exc:
+            if isinstance(exc, FullError):
+                self._full_at = time.time()
             for op in ops:
                 op.error = self._error(exc, "writing")
             return
+        self._full_at = None  # a write went through: there is room again
         for op in ops:
             if op.error is not None:
+                if isinstance(op.error, FullError):
+                    self._full_at = time.time()
                 op.error = self._error(op.error, "writing")
         if version is not None:
             for listener in self._listeners:
@@ -519,14 +558,20 @@ class SQLiteStorage:
         await self._batches.exclusive(run)
 
     async def health(self) -> SQLiteHealth:
-        """Read the database once and report latency, the SQLite version, and whether
-        that version's WAL-reset bug matters here (several processes on the file)."""
+        """Read the database once and report latency, the SQLite version and whether
+        that version's WAL-reset bug matters here (several processes on the file), and
+        the room left: unhealthy while writes fail on a full disk (or the database's size
+        limit), degraded when less than 256 MiB is free or the database is over 90% of
+        its size limit."""
         version = sqlite_version()
         bug = wal_reset_bug(version)
         started = time.perf_counter()
+        path = str(self.path)
         try:
             processes = await self._read(_processes)
-        except StorageError as exc:
+            pages, limit = await self._read(_size_in_pages)
+            usage = await anyio.to_thread.run_sync(disk_usage, self.path, 0)
+        except (StorageError, OSError) as exc:
             return SQLiteHealth(
                 status="unhealthy",
                 latency_ms=(time.perf_counter() - started) * 1000,
@@ -534,33 +579,51 @@ class SQLiteStorage:
                 sqlite_version=version,
                 wal_reset_bug=bug,
                 processes=0,
-                path=str(self.path),
+                path=path,
             )
         latency = (time.perf_counter() - started) * 1000
         alive = sum(1 for host, pid in processes if host != self._host or _alive(pid))
         fixed = ".".join(map(str, FIXED_IN))
+        status: Literal["healthy", "degraded", "unhealthy"] = "healthy"
+        notes: builtins.list[str] = []
+        mib = 1 << 20
+        if self._full_at is not None:
+            status = "unhealthy"
+            notes.append(
+                f"writes fail: the disk is full ({usage.free_bytes // mib} MiB free) or the "
+                "database reached its size limit; free space or prune old jobs"
+            )
+        elif usage.free_bytes < LOW_DISK_BYTES:
+            status = "degraded"
+            notes.append(
+                f"low disk: {usage.free_bytes // mib} MiB free where the database lives; "
+                "writes fail when it runs out"
+            )
+        if pages > limit * 0.9:
+            status = "unhealthy" if status == "unhealthy" else "degraded"
+            notes.append(f"the database is at {pages / limit:.0%} of its size limit")
         if bug and alive > 1:
-            status: Literal["healthy", "degraded"] = "degraded"
-            message = (
+            status = "unhealthy" if status == "unhealthy" else "degraded"
+            notes.append(
                 f"SQLite {version} has the WAL-reset bug (fixed in {fixed}) and {alive} "
                 "processes use this file: rare corruption is possible; upgrade SQLite"
             )
         elif bug:
-            status = "healthy"
-            message = (
+            notes.append(
                 f"SQLite {version} has the WAL-reset bug (fixed in {fixed}); harmless while "
                 "one process uses the file"
             )
-        else:
-            status, message = "healthy", f"SQLite {version}"
         return SQLiteHealth(
             status=status,
             latency_ms=latency,
-            message=message,
+            message="; ".join(notes) or f"SQLite {version}",
             sqlite_version=version,
             wal_reset_bug=bug,
             processes=alive,
-            path=str(self.path),
+            path=path,
+            free_bytes=usage.free_bytes,
+            wal_bytes=usage.wal_bytes,
+            database_bytes=usage.database_bytes,
         )
 
 
@@ -582,6 +645,13 @@ def _free_pages_bytes(conn: Connection) -> int:
     pages: int = conn.execute("PRAGMA freelist_count").fetchone()[0]
     size: int = conn.execute("PRAGMA page_size").fetchone()[0]
     return pages * size
+
+
+def _size_in_pages(conn: Connection) -> tuple[int, int]:
+    """The database's pages, and the most it may have (``max_page_count``)."""
+    pages: int = conn.execute("PRAGMA page_count").fetchone()[0]
+    limit: int = conn.execute("PRAGMA max_page_count").fetchone()[0]
+    return pages, limit
 
 
 def _processes(conn: Connection) -> builtins.list[tuple[str, int]]:
