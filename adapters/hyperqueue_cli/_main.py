@@ -32,6 +32,7 @@ from rich.table import Table
 
 import hyperqueue as hq
 
+from ._http_limits import apply_front_door, limit_hypercorn, uvicorn_options
 from ._load import check_storage, load_queue, use_storage
 
 if TYPE_CHECKING:
@@ -207,7 +208,7 @@ def serve(
     drain_timeout = plan.workers.drain_timeout
 
     if server_kind == "hypercorn":
-        _serve_hypercorn(plan.app, sock, plugin.shutting_down, drain_timeout)
+        _serve_hypercorn(plan, sock, plugin.shutting_down, drain_timeout)
         console.print("hyperqueue stopped: workers drained")
         return
 
@@ -229,11 +230,12 @@ def serve(
 
     server = Server(
         uvicorn.Config(
-            plan.app,
+            apply_front_door(plan),
             lifespan="on",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=max(int(drain_timeout), 1) + 5,
+            **uvicorn_options(plan.config.server),
         )
     )
     # uvicorn re-raises the signal that stopped it once it is done; after a clean drain
@@ -282,10 +284,11 @@ def _banner(plan: ServerPlan, loopback: bool, *, markup: bool = False) -> list[s
 
 
 def _serve_hypercorn(
-    app: Any, sock: socket.socket, shutting_down: Any, drain_timeout: float
+    plan: ServerPlan, sock: socket.socket, shutting_down: Any, drain_timeout: float
 ) -> None:
     """Serve with hypercorn, which speaks HTTP/2 (h2c on plain TCP) as well as HTTP/1.1;
-    SIGTERM or SIGINT ends the event streams, then drains through the app's lifespan."""
+    SIGTERM or SIGINT ends the event streams, then drains through the app's lifespan.
+    Request heads are bounded by ``server.max_header_bytes`` (see ``_http_limits``)."""
     try:
         from hypercorn.asyncio import serve as hypercorn_serve
         from hypercorn.config import Config as HypercornConfig
@@ -298,6 +301,8 @@ def _serve_hypercorn(
     config.graceful_timeout = max(drain_timeout, 1.0) + 5.0
     config.accesslog = None
     config.loglevel = "WARNING"
+    limit_hypercorn(config, plan.config.server)
+    app: Any = apply_front_door(plan)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -9,7 +9,8 @@ takes effect here, and options given on the command line win over it:
 - ``storage.*``: the queue's storage (:func:`~._load.use_storage`);
 - ``workers.*``: every option of the server's worker pool (:func:`worker_settings`);
 - ``keys``, ``tenants``, ``rate_limits``: authentication, quotas and limits, which
-  also change while running (``ConfigApi``);
+  also change while running (``ConfigApi``), never so as to open a server beyond
+  loopback or lock its admins out (``hyperqueue_litestar._config_safety``);
 - ``retention.*``: :class:`Retention`, a supervised service that prunes finished jobs;
 - ``templates``: named job defaults, defined on the queue (``queue.template``).
 """
@@ -193,8 +194,10 @@ def build_server(
         SQLiteAuditSink,
         create_app,
     )
+    from hyperqueue_litestar._config_safety import is_loopback
     from hyperqueue_sqlite import ConfigStore, SQLiteStorage
 
+    bind = host if host is not None else config.server.host
     warnings: list[str] = []
     state, warning = use_storage(queue, config.storage, db)
     if warning:
@@ -209,7 +212,8 @@ def build_server(
     sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
     audit_sink = SQLiteAuditSink(sqlite) if sqlite else MemoryAuditSink()
     # API keys, tenant quotas, rate limits and the slow-request threshold change live:
-    # through the API (admin) or by editing the watched file.
+    # through the API (admin) or by editing the watched file; a change may leave the
+    # server without keys only when it listens on loopback.
     config_api = ConfigApi(
         queue,
         config,
@@ -217,6 +221,7 @@ def build_server(
         targets=[auth, limits, metrics],
         guards=[auth.guard],
         watch=watch,
+        loopback=is_loopback(bind),
     )
     plugins: list[Any] = [metrics, Audit(queue, audit_sink, guards=[auth.guard]), config_api]
     retention: Retention | None = None
@@ -257,7 +262,7 @@ def build_server(
         queue=queue,
         config=config,
         auth=auth,
-        host=host if host is not None else config.server.host,
+        host=bind,
         port=port if port is not None else config.server.port,
         workers=workers,
         state=state,

@@ -8,6 +8,15 @@ access, rate-limit hits) arrive as events on the queue's bus. A client that caus
 ``burst`` security events (default 10) within ``window`` seconds (default 60) is flagged:
 a :class:`SuspiciousActivity` event and a ``security.suspicious`` record.
 
+Every refusal, by any layer, is one record. A layer that refuses a request publishes a
+security event with :func:`publish_refusal`, which also marks the request: the
+middleware then leaves that request out, so a refused mutation is recorded once, as its
+security event (``security.auth_failed``, ``security.forbidden``,
+``security.rate_limited``, ``security.config_refused``), whichever of the two sees it
+(the auth and rate-limit middleware answer before this one is reached; the guard and the
+handlers answer inside it). A refusal nobody published (a 404, a 409, a 422 of a
+handler) is recorded by the middleware with its status and the answer's ``detail``.
+
 Sinks are a small protocol: :class:`MemoryAuditSink`, and :class:`SQLiteAuditSink`
 writing the ``audit_log`` table of the job database (one connection in a worker thread,
 the file opened and migrated as ``SQLiteStorage`` opens it).
@@ -37,10 +46,35 @@ from hyperqueue_sqlite import ThreadConnection
 
 from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of, route_of
 
-__all__ = ["Audit", "AuditPage", "AuditRecord", "AuditSink", "MemoryAuditSink", "SQLiteAuditSink"]
+__all__ = [
+    "AUDITED",
+    "Audit",
+    "AuditPage",
+    "AuditRecord",
+    "AuditSink",
+    "MemoryAuditSink",
+    "SQLiteAuditSink",
+    "publish_refusal",
+]
 
 _logger = logging.getLogger("hyperqueue.audit")
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_DETAIL_CHARS = 500
+
+AUDITED = "hyperqueue.refusal_published"
+"""Key in ``scope["state"]``: the request's refusal was published as a security event
+(its audit record), so the audit middleware does not record it again."""
+
+
+def publish_refusal(queue: hq.Queue, event: SecurityEvent, scope: Scope | None = None) -> None:
+    """Publish ``event`` for a refusal (the :class:`Audit` plugin records it) and mark
+    ``scope``, the refused request's, as recorded. Never awaits: callable from middleware
+    and guards."""
+    if scope is not None:
+        scope.setdefault("state", {})[AUDITED] = True
+    bus = queue.events
+    if bus.active:
+        bus.publish(event)
 
 
 class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -357,41 +391,59 @@ class _AuditMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, watch)
         finally:
-            event, action = _action(method, route, audit.api_prefix)
-            params = scope.get("path_params") or {}
-            kind = event.split(".", 1)[0]
-            resource: str | None = None
-            for name, prefix in (("job_id", "job"), ("workflow_id", "workflow"), ("name", kind)):
-                if name in params:
-                    resource = f"{prefix}:{params[name]}"
-                    break
-            metadata: dict[str, Any] = {"method": method, "route": route, "status": status}
-            if 200 <= status < 300 and chunks:
-                try:
-                    body = msgspec.json.decode(b"".join(chunks))
-                except msgspec.DecodeError:
-                    body = None
-                if isinstance(body, dict):
-                    if resource is None and isinstance(body.get("id"), str):
-                        resource = f"{'workflow' if kind == 'workflow' else 'job'}:{body['id']}"
-                    if isinstance(body.get("items"), list):
-                        metadata["ids"] = [
-                            i["job"]["id"]
-                            for i in body["items"]
-                            if isinstance(i, dict) and isinstance(i.get("job"), dict)
-                        ]
-                    for name in ("created", "existing", "failed"):
-                        if isinstance(body.get(name), int):
-                            metadata[name] = body[name]
-            with anyio.CancelScope(shield=True):
-                await audit.record(
-                    AuditRecord(
-                        at=started,
-                        event=event,
-                        actor=actor_of(scope),
-                        resource=resource,
-                        action=action,
-                        result="success" if 200 <= status < 400 else f"error {status}",
-                        metadata=metadata,
-                    )
-                )
+            # a refusal published as a security event is recorded once already
+            if not (scope.get("state") or {}).get(AUDITED):
+                with anyio.CancelScope(shield=True):
+                    await self._record(scope, method, route, status, chunks, started)
+
+    async def _record(
+        self,
+        scope: Scope,
+        method: str,
+        route: str,
+        status: int,
+        chunks: list[bytes],
+        started: float,
+    ) -> None:
+        audit = self.audit
+        event, action = _action(method, route, audit.api_prefix)
+        params = scope.get("path_params") or {}
+        kind = event.split(".", 1)[0]
+        resource: str | None = None
+        for name, prefix in (("job_id", "job"), ("workflow_id", "workflow"), ("name", kind)):
+            if name in params:
+                resource = f"{prefix}:{params[name]}"
+                break
+        metadata: dict[str, Any] = {"method": method, "route": route, "status": status}
+        body: Any = None
+        if 200 <= status < 500 and chunks:
+            try:
+                body = msgspec.json.decode(b"".join(chunks))
+            except msgspec.DecodeError:
+                body = None
+        if isinstance(body, dict):
+            if status >= 400 and isinstance(body.get("detail"), str):
+                metadata["detail"] = body["detail"][:_DETAIL_CHARS]  # why it was refused
+            elif status < 300:
+                if resource is None and isinstance(body.get("id"), str):
+                    resource = f"{'workflow' if kind == 'workflow' else 'job'}:{body['id']}"
+                if isinstance(body.get("items"), list):
+                    metadata["ids"] = [
+                        i["job"]["id"]
+                        for i in body["items"]
+                        if isinstance(i, dict) and isinstance(i.get("job"), dict)
+                    ]
+                for name in ("created", "existing", "failed"):
+                    if isinstance(body.get(name), int):
+                        metadata[name] = body[name]
+        await audit.record(
+            AuditRecord(
+                at=started,
+                event=event,
+                actor=actor_of(scope),
+                resource=resource,
+                action=action,
+                result="success" if 200 <= status < 400 else f"error {status}",
+                metadata=metadata,
+            )
+        )

@@ -18,6 +18,9 @@ Three pieces plug into Litestar:
   job answers 404 (not 403: its existence is not revealed), and the tenant's quotas
   ``max_queued`` refuses a submission over it with 429; ``max_running`` caps how many of
   the tenant's jobs the workers run at once (the rest wait, see ``Queue.tenant_limits``).
+  Each refusal of confinement (another tenant's job, a route a tenant may not use) is
+  published as :class:`AccessDenied` like the guard's 401 and 403, so every refusal is
+  one audit record (:func:`~._audit.publish_refusal`).
 - :attr:`Auth.open`: True when no key is configured; the server then lets everyone in
   (the CLI says so at start-up).
 """
@@ -41,6 +44,7 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 import hyperqueue as hq
 from hyperqueue import Clock, SystemClock
 
+from ._audit import publish_refusal
 from ._config import ApiKey, Config, TenantQuota
 from ._security import (
     PRINCIPAL,
@@ -316,19 +320,20 @@ class Auth:
             raise PermissionDeniedException(detail=detail)
 
     def _publish(self, kind: type[Any], scope: Scope, method: str, route: str, detail: str) -> None:
+        """Publish the refusal of this request (its one audit record)."""
         actor = actor_of(scope)
-        bus = self.queue.events
-        if bus.active:
-            bus.publish(
-                kind(
-                    at=self.clock.now(),
-                    client=actor.id or actor.ip or client_ip(scope),
-                    actor=actor,
-                    method=method,
-                    route=route,
-                    detail=detail,
-                )
-            )
+        publish_refusal(
+            self.queue,
+            kind(
+                at=self.clock.now(),
+                client=actor.id or actor.ip or client_ip(scope),
+                actor=actor,
+                method=method,
+                route=route,
+                detail=detail,
+            ),
+            scope,
+        )
 
 
 Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
@@ -382,15 +387,22 @@ class _AuthMiddleware(ASGIMiddleware):
             except hq.JobNotFound:
                 job = None
             if job is None or job.tenant != tenant:
+                if job is not None:  # it exists: a refusal, not a miss
+                    auth._publish(
+                        AccessDenied,
+                        scope,
+                        method,
+                        route,
+                        f"key {found.name!r} of tenant {tenant!r} reached job {job_id!r} of "
+                        "another tenant: answered 404",
+                    )
                 await send_json(send, 404, f"job {job_id!r} not found", extra={"job_id": job_id})
                 return
             await next_app(scope, receive, send)
             return
-        await send_json(
-            send,
-            403,
-            f"{method} {route} is not available to a key bound to tenant {tenant!r}",
-        )
+        detail = f"{method} {route} is not available to a key bound to tenant {tenant!r}"
+        auth._publish(AccessDenied, scope, method, route, f"key {found.name!r}: {detail}")
+        await send_json(send, 403, detail)
 
     async def _submit(
         self,

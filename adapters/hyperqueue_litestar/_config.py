@@ -55,6 +55,8 @@ __all__ = [
     "ConfigVersionStore",
     "ConfigWatcher",
     "MemoryConfigStore",
+    "MetricsSettings",
+    "OpenApiSettings",
     "RateLimits",
     "RetentionSettings",
     "ServerSettings",
@@ -129,13 +131,33 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     ``max_body_bytes`` (default 10 MiB = 10,485,760, at most 1 GiB) is the largest request
     body before a 413; ``slow_request_ms`` (default 500, at most 600,000) is the latency
-    from which a request is logged and counted as slow.
+    from which a request is logged and counted as slow. ``max_header_bytes`` (default
+    65,536, from 4,096 to 1 MiB) bounds the request line and headers together, and
+    ``max_headers`` (default 100, from 10 to 1,000) their number: over either, 431.
     """
 
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 8000
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1, le=1024 * _MiB)] = 10 * _MiB
     slow_request_ms: Annotated[float, msgspec.Meta(ge=0, le=600_000)] = 500.0
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=4096, le=_MiB)] = 65_536
+    max_headers: Annotated[int, msgspec.Meta(ge=10, le=1000)] = 100
+
+
+class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``/metrics``: ``public`` (default ``true``, what a Prometheus scrape expects) serves
+    it without a key; ``false`` asks for a key with the viewer role, as the API does
+    (when keys are configured: a server without keys is open everywhere)."""
+
+    public: bool = True
+
+
+class OpenApiSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The OpenAPI document (``/schema/openapi.json`` and the pages under ``/schema``):
+    ``public`` (default ``true``) serves it without a key; ``false`` asks for a key with
+    the viewer role (when keys are configured)."""
+
+    public: bool = True
 
 
 class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -263,6 +285,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     )
     rate_limits: RateLimits = msgspec.field(default_factory=RateLimits)
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    openapi: OpenApiSettings = msgspec.field(default_factory=OpenApiSettings)
     templates: dict[Annotated[str, msgspec.Meta(min_length=1)], JobTemplate] = msgspec.field(
         default_factory=dict
     )

@@ -14,13 +14,19 @@ quotas (:class:`~._auth.Auth`), rate limits (:class:`~._limits.RateLimitMiddlewa
 the slow-request threshold (:class:`~._metrics.Metrics`). The rest (``server.host``,
 ``server.port``, ``server.max_body_bytes``, ``storage``, ``workers``, ``retention``) is
 recorded but needs a restart; an answer lists those paths in ``restart_required``.
+
+Every change after the start goes through :func:`~._config_safety.check_change` first:
+a document that leaves its keys out, a change that would open a keyed server beyond
+loopback, or one that would lock every admin out is refused (422 or 409 with a detail
+saying why; one warning line for the file), recorded as a ``security.config_refused``
+audit record, and the running configuration stays as it was.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any, Literal, Protocol
 
@@ -35,6 +41,7 @@ from litestar.types import Guard
 
 import hyperqueue as hq
 
+from ._audit import publish_refusal
 from ._config import (
     Config,
     ConfigDiff,
@@ -49,7 +56,8 @@ from ._config import (
     dump_config,
     read_config,
 )
-from ._security import actor_of
+from ._config_safety import ConfigChangeRefused, ConfigRefused, check_change, document_has_keys
+from ._security import Actor, actor_of, client_ip, route_of
 
 __all__ = ["ConfigApi", "ConfigApplied", "ConfigVersionInfo", "LiveSetting", "restart_required"]
 
@@ -123,6 +131,11 @@ class ConfigApi(InitPlugin):
     ``watch_interval`` seconds, default 2.0, on the queue's clock, with ``env``, default
     ``os.environ``, layered on top); each valid change becomes a version with author
     ``"file"``, an invalid one is refused with one warning line.
+
+    ``loopback`` says the server listens on loopback only (``hyperqueue serve`` knows;
+    default False, the safe guess for an app whose address is unknown): only then may a
+    change remove every key and open the server. Every change after the start is checked
+    by :func:`~._config_safety.check_change` (see that module for the rule).
     """
 
     def __init__(
@@ -137,8 +150,10 @@ class ConfigApi(InitPlugin):
         watch: str | os.PathLike[str] | None = None,
         watch_interval: float = 2.0,
         env: Mapping[str, str] | None = None,
+        loopback: bool = False,
     ) -> None:
         self.queue = queue
+        self.loopback = loopback
         self.current = config if config is not None else Config()
         self.version: int | None = None
         self.store: ConfigVersionStore = store if store is not None else MemoryConfigStore()
@@ -147,7 +162,7 @@ class ConfigApi(InitPlugin):
         self.guards = list(guards)
         self.api_prefix = "/" + api_prefix.strip("/")
         self.watcher = (
-            ConfigWatcher(
+            _FileWatcher(
                 watch,
                 on_change=self._file_changed,
                 interval=watch_interval,
@@ -162,10 +177,40 @@ class ConfigApi(InitPlugin):
     # -- applying ------------------------------------------------------------------------
 
     async def apply(
-        self, config: Config, *, author: str | None = None, comment: str | None = None
+        self,
+        config: Config,
+        *,
+        author: str | None = None,
+        comment: str | None = None,
+        keys_given: bool = True,
     ) -> ConfigApplied:
-        """Record ``config`` as a new version, then make it the running configuration."""
+        """Record ``config`` as a new version, then make it the running configuration.
+
+        Raises :class:`~._config_safety.ConfigRefused` (and changes nothing) when the
+        rule of :mod:`._config_safety` refuses it; ``keys_given`` says whether the
+        document ``config`` was read from names ``keys``."""
+        return await self._apply(config, author=author, comment=comment, keys_given=keys_given)
+
+    async def _apply(
+        self,
+        config: Config,
+        *,
+        author: str | None,
+        comment: str | None,
+        keys_given: bool = True,
+        checked: bool = True,
+    ) -> ConfigApplied:
         async with self._lock:
+            if checked:
+                watched = author == "file" and self.watcher is not None
+                source = self._watched if watched else ""
+                check_change(
+                    self.current,
+                    config,
+                    loopback=self.loopback,
+                    keys_given=keys_given,
+                    source=source,
+                )
             recorded = await self.history.record(config, author=author, comment=comment)
             diff = diff_configs(self.current, config)
             self._take(config, recorded.version)
@@ -186,8 +231,76 @@ class ConfigApi(InitPlugin):
             target.apply(config)
 
     async def _file_changed(self, config: Config) -> None:
+        await self._from_file(config, f"{self._watched} changed")
+
+    @property
+    def _watched(self) -> str:
         assert self.watcher is not None
-        await self.apply(config, author="file", comment=f"{self.watcher.path} changed")
+        return str(self.watcher.path)
+
+    async def _from_file(self, config: Config, comment: str) -> None:
+        """Apply the watched file's ``config``; a refusal keeps the running configuration,
+        is audited and logged as one warning line."""
+        assert isinstance(self.watcher, _FileWatcher)
+        try:
+            await self.apply(
+                config, author="file", comment=comment, keys_given=self.watcher.keys_given
+            )
+        except ConfigRefused as exc:
+            self._file_refused(exc)
+            _logger.warning("config reload refused, keeping the current configuration: %s", exc)
+
+    def _screen_file(self, config: Config, keys_given: bool) -> None:
+        """The watcher's check of a new file, before it takes it as its own: a refusal
+        is audited here and logged by the watcher as its one warning line (the check is
+        made again under the lock when the change is applied)."""
+        try:
+            check_change(
+                self.current,
+                config,
+                loopback=self.loopback,
+                keys_given=keys_given,
+                source=self._watched,
+            )
+        except ConfigRefused as exc:
+            self._file_refused(exc)
+            raise
+
+    def _file_refused(self, exc: ConfigRefused) -> None:
+        path = self._watched
+        publish_refusal(
+            self.queue,
+            ConfigChangeRefused(
+                at=self.queue.clock.now(),
+                client=f"file:{path}",
+                actor=Actor(type="anonymous", id="file"),
+                method="RELOAD",
+                route=path,
+                detail=str(exc),
+            ),
+        )
+
+    def _refused(self, request: Request[Any, Any, Any], exc: ConfigRefused) -> HTTPException:
+        """Publish ``exc`` as an audited security event and answer it."""
+        scope = request.scope
+        actor = actor_of(scope)
+        publish_refusal(
+            self.queue,
+            ConfigChangeRefused(
+                at=self.queue.clock.now(),
+                client=actor.id or client_ip(scope),
+                actor=actor,
+                method=request.method,
+                route=route_of(scope),
+                detail=str(exc),
+            ),
+            scope,
+        )
+        return HTTPException(
+            status_code=exc.status_code,
+            detail=str(exc),
+            extra={"key": exc.path, "rule": exc.rule},
+        )
 
     # -- Litestar ------------------------------------------------------------------------
 
@@ -240,14 +353,23 @@ class ConfigApi(InitPlugin):
             toml = "toml" in request.headers.get("content-type", "")
             kind: Literal["toml", "json"] = "toml" if toml else "json"
             try:
-                config = read_config(await request.body(), format=kind, source="request body")
+                body = await request.body()
+                config = read_config(body, format=kind, source="request body")
             except ConfigError as exc:
                 raise HTTPException(
                     status_code=422,
                     detail=str(exc),
                     extra={"key": exc.path, "reason": exc.reason},
                 ) from None
-            return await api.apply(config, author=_author(request), comment=comment)
+            try:
+                return await api.apply(
+                    config,
+                    author=_author(request),
+                    comment=comment,
+                    keys_given=document_has_keys(body, format=kind),
+                )
+            except ConfigRefused as exc:
+                raise api._refused(request, exc) from None
 
         @post(
             f"{base}/rollback/{{version:int}}",
@@ -261,9 +383,12 @@ class ConfigApi(InitPlugin):
         ) -> ConfigApplied:
             """A new version equal to ``version``, applied at once."""
             old = await api._get(version)
-            return await api.apply(
-                old.config, author=_author(request), comment=f"rollback to version {version}"
-            )
+            try:
+                return await api.apply(
+                    old.config, author=_author(request), comment=f"rollback to version {version}"
+                )
+            except ConfigRefused as exc:
+                raise api._refused(request, exc) from None
 
         @get(f"{base}/export", name="hyperqueue_config_export", **common)
         async def export(
@@ -296,18 +421,38 @@ class ConfigApi(InitPlugin):
             if latest is not None and latest.config == self.current:
                 self.version = latest.version
             else:
-                await self.apply(self.current, author="startup", comment="configuration at start")
+                # what the server starts with is the host's (serve checks it): unchecked
+                await self._apply(
+                    self.current,
+                    author="startup",
+                    comment="configuration at start",
+                    checked=False,
+                )
             if self.watcher is not None:
                 await stack.enter_async_context(self.watcher)
                 if self.watcher.current != self.current:
-                    await self.apply(
-                        self.watcher.current,
-                        author="file",
-                        comment=f"{self.watcher.path} at start",
-                    )
+                    await self._from_file(self.watcher.current, f"{self._watched} at start")
+                self.watcher.screen = self._screen_file
             yield
 
 
 def _author(request: Request[Any, Any, Any]) -> str | None:
     actor = actor_of(request.scope)
     return actor.id if actor.type == "key" else None
+
+
+class _FileWatcher(ConfigWatcher):
+    """The watcher, also noting whether the file's latest document names ``keys`` (the
+    environment's ``HYPERQUEUE_KEYS`` counts), for the rule that keys are never dropped
+    by omission, and refusing what ``screen`` refuses the way it refuses an invalid
+    file: the configuration it holds stays, one warning line says why."""
+
+    keys_given = True
+    screen: Callable[[Config, bool], None] | None = None
+
+    def _load(self, data: bytes) -> Config:
+        config = super()._load(data)
+        self.keys_given = bool(config.keys) or document_has_keys(data, format="toml")
+        if self.screen is not None:
+            self.screen(config, self.keys_given)
+        return config

@@ -7,7 +7,7 @@ authenticated (see :mod:`._auth`), else its IP address; a route is its template,
 :class:`RateLimits` gets its own limiter (submitting is stricter than reading by
 default); every answer carries ``RateLimit-Limit``, ``RateLimit-Remaining`` and
 ``RateLimit-Reset``, and a refusal is a 429 with ``Retry-After`` and the API's JSON
-error body, published as a :class:`RateLimited` event.
+error body, published as a :class:`RateLimited` event (its one audit record).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 import hyperqueue as hq
 
+from ._audit import publish_refusal
 from ._config import Config, RateLimits
 from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, route_of, send_json
 
@@ -114,18 +115,18 @@ class RateLimitMiddleware(ASGIMiddleware):
         result = limiter.check(f"{client}|{method} {route}")
         headers = result.headers()
         if not result.allowed:
-            bus = self.queue.events
-            if bus.active:
-                bus.publish(
-                    RateLimited(
-                        at=self.clock.now(),
-                        client=client,
-                        actor=actor_of(scope),
-                        method=method,
-                        route=route,
-                        detail=f"over {result.limit} per {result.window:g} s",
-                    )
-                )
+            publish_refusal(
+                self.queue,
+                RateLimited(
+                    at=self.clock.now(),
+                    client=client,
+                    actor=actor_of(scope),
+                    method=method,
+                    route=route,
+                    detail=f"over {result.limit} per {result.window:g} s",
+                ),
+                scope,
+            )
             await send_json(
                 send,
                 429,

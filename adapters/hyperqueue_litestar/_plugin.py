@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import msgspec
 from litestar import Litestar, Router
@@ -23,8 +24,16 @@ from litestar.types import ControllerRouterHandler, Guard, Middleware
 
 import hyperqueue as hq
 
+from ._auth import Auth
+from ._csrf import CsrfMiddleware
 from ._errors import exception_handlers
 from ._health import health_routes, standard_checks
+from ._request_limits import (
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_HEADERS,
+    HeaderLimitsMiddleware,
+)
+from ._route_access import RouteAccessMiddleware
 from ._routes import api_routes
 from ._schemas import JobTemplate
 from ._sse import EventStreams
@@ -64,14 +73,32 @@ class HyperqueuePlugin(InitPlugin):
       name as a 500, and submissions have a ``queue`` field.
     - ``guards``: Litestar guards for the API routes (not health);
       ``middleware`` and ``route_handlers``: added to the app.
+
+    The front door, in front of the host's middleware, for every route of the app:
+
+    - ``max_headers`` (100) and ``max_header_bytes`` (65,536: request line and headers):
+      over either, 431 (:class:`~._request_limits.HeaderLimitsMiddleware`);
+    - request bodies must be JSON (``application/json`` or ``application/*+json``), else
+      415; with no API key configured, a browser's cross-site change is refused with
+      403 (:class:`~._csrf.CsrfMiddleware`);
+    - with keys configured, ``OPTIONS`` and the ``private`` path prefixes (say
+      ``"/metrics"``, ``"/schema"``) need a key with the viewer role
+      (:class:`~._route_access.RouteAccessMiddleware`).
+
+    ``auth`` is the app's :class:`~._auth.Auth`; when not given, the one whose
+    middleware is in ``middleware``; with neither, the app has no keys (it is open).
     """
 
     __slots__ = (
+        "access",
         "api_prefix",
+        "auth",
         "concurrency",
+        "csrf",
         "dependency_key",
         "drain_timeout",
         "guards",
+        "header_limits",
         "health",
         "health_max_age",
         "health_path",
@@ -118,6 +145,10 @@ class HyperqueuePlugin(InitPlugin):
         middleware: Sequence[Middleware] = (),
         route_handlers: Sequence[ControllerRouterHandler] = (),
         dependency_key: str = "hq_queue",
+        auth: Auth | None = None,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+        private: Sequence[str] = (),
     ) -> None:
         if not isinstance(queue, hq.Queue):
             raise TypeError(f"HyperqueuePlugin needs a hyperqueue.Queue, not {queue!r}")
@@ -154,6 +185,16 @@ class HyperqueuePlugin(InitPlugin):
         self.guards = list(guards)
         self.middleware = list(middleware)
         self.route_handlers = list(route_handlers)
+        self.auth = auth if auth is not None else _auth_in(self.middleware)
+        self.header_limits = HeaderLimitsMiddleware(
+            max_headers=max_headers, max_header_bytes=max_header_bytes
+        )
+        self.csrf = CsrfMiddleware(
+            queue,
+            is_open=self._is_open,
+            accept={f"PUT {self.api_prefix}/config": ("application/toml",)},
+        )
+        self.access = RouteAccessMiddleware(self.auth, private=private)
         self.worker: hq.Worker | None = None
         self.ready = False
         self.started_at = queue.clock.now()
@@ -174,6 +215,7 @@ class HyperqueuePlugin(InitPlugin):
         app_config.lifespan.append(self.lifespan)
         app_config.request_max_body_size = self.max_body_size
         app_config.exception_handlers = {**exception_handlers(), **app_config.exception_handlers}
+        app_config.middleware[:0] = [self.header_limits, self.csrf, self.access]
         app_config.middleware.extend(self.middleware)
         app_config.route_handlers.extend(
             [
@@ -217,8 +259,20 @@ class HyperqueuePlugin(InitPlugin):
                 self.streams.close_all()
         self.worker = None
 
+    def _is_open(self) -> bool:
+        return self.auth is None or self.auth.open
+
     def shutting_down(self) -> None:
         """Call when the server begins to stop (a signal arrived): readiness fails at
         once and open event streams end, so the server is not kept waiting on them."""
         self.ready = False
         self.streams.close_all()
+
+
+def _auth_in(middleware: Sequence[Any]) -> Auth | None:
+    """The :class:`Auth` whose middleware is among ``middleware`` (``auth.middleware``)."""
+    for each in middleware:
+        auth = getattr(each, "auth", None)
+        if isinstance(auth, Auth):
+            return auth
+    return None

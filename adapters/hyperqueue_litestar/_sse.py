@@ -9,6 +9,12 @@ every event it missed from the log, with none lost or repeated, even from a rest
 server or another replica. A connection without either starts at the live end.
 Retention prunes old entries: a client that comes back after longer than that gets a
 ``gap`` message first, so it knows to reload.
+
+Only job events are on the stream, the same for every role that may read it (and for
+everyone on an open server): the log holds job transitions and nothing else. Security
+events (refusals, key names, client addresses, ``security.suspicious``) live on the
+queue's bus and in the audit log, which only admin keys may read
+(``GET {api_prefix}/audit``); nothing here subscribes to them.
 """
 
 from __future__ import annotations
@@ -147,7 +153,8 @@ class EventStreams:
             summary="Live events (Server-Sent Events)",
             description=(
                 "Resumable: send `Last-Event-ID` (or `after`) with the last id seen. "
-                "`type` filters by event type pattern (`job.*`, `job.failed`)."
+                "`type` filters by event type pattern (`job.*`, `job.failed`). "
+                "Job events only, for every role: security events are in the audit log."
             ),
             tags=["events"],
         )

@@ -119,8 +119,12 @@ async def test_put_validates_first_and_a_bad_document_names_the_key(server: Serv
     response = await server.client.put("/api/v1/config", json=unknown, headers=ADMIN)
     assert response.status_code == 422
     assert response.json()["extra"]["key"] == "surprise"
-    not_json = await server.client.put("/api/v1/config", content=b"{", headers=ADMIN)
+    json_type = {**ADMIN, "Content-Type": "application/json"}
+    not_json = await server.client.put("/api/v1/config", content=b"{", headers=json_type)
     assert not_json.status_code == 422
+    untyped = await server.client.put("/api/v1/config", content=b"{}", headers=ADMIN)
+    assert untyped.status_code == 415  # a body must say it is JSON (or TOML)
+    assert "application/toml" in untyped.json()["detail"]
     assert len(await server.api.history.history()) == 1
     assert server.api.current == START
 

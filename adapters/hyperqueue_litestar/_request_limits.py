@@ -1,0 +1,70 @@
+"""Limits on a request's head: how many headers, and how many bytes with the request line.
+
+The servers ``hyperqueue serve`` runs refuse an oversized head before it reaches the app
+(uvicorn and hypercorn, set up by the command line from ``server.max_header_bytes``);
+:class:`HeaderLimitsMiddleware` counts the headers, which neither server bounds, and
+checks the size again for apps served some other way. Over a limit the answer is ``431``
+with the API's JSON error body.
+"""
+
+from __future__ import annotations
+
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from ._config import Config
+from ._security import send_json
+
+__all__ = ["DEFAULT_MAX_HEADER_BYTES", "DEFAULT_MAX_HEADERS", "HeaderLimitsMiddleware"]
+
+DEFAULT_MAX_HEADERS = 100
+"""Request headers allowed by default (a browser sends about 20)."""
+DEFAULT_MAX_HEADER_BYTES = 65_536
+"""Bytes of request line and headers allowed by default (64 KiB)."""
+
+
+class HeaderLimitsMiddleware(ASGIMiddleware):
+    """431 for more than ``max_headers`` headers (default 100), or for a request line and
+    headers over ``max_header_bytes`` (default 65,536) together; :meth:`apply` takes both
+    from ``config.server``."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(
+        self,
+        *,
+        max_headers: int = DEFAULT_MAX_HEADERS,
+        max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    ) -> None:
+        if max_headers < 1 or max_header_bytes < 1:
+            raise ValueError("max_headers and max_header_bytes must be at least 1")
+        self.max_headers = max_headers
+        self.max_header_bytes = max_header_bytes
+
+    def apply(self, config: Config) -> None:
+        self.max_headers = config.server.max_headers
+        self.max_header_bytes = config.server.max_header_bytes
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        headers = list(scope["headers"])
+        if len(headers) > self.max_headers:
+            await send_json(
+                send,
+                431,
+                f"{len(headers)} request headers: the limit is {self.max_headers}",
+                extra={"max_headers": self.max_headers},
+            )
+            return
+        size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
+        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > self.max_header_bytes:
+            await send_json(
+                send,
+                431,
+                f"request line and headers of about {size} bytes: the limit is "
+                f"{self.max_header_bytes}",
+                extra={"max_header_bytes": self.max_header_bytes},
+            )
+            return
+        await next_app(scope, receive, send)
