@@ -213,7 +213,7 @@ class Auth:
     their quotas, which the storage enforces (see :meth:`_cap_running`). ``queue`` is the
     served queue (its clock times key usage, its event bus carries
     :class:`AuthenticationFailed` and :class:`AccessDenied`). ``max_body_size``
-    (10,000,000 bytes) bounds how much of a submission is read to set its tenant; a
+    (10 MiB) bounds how much of a submission is read to set its tenant; a
     larger body goes on untouched to get its 413.
     """
 
@@ -224,7 +224,7 @@ class Auth:
         keys: Sequence[ApiKey] | KeyRing = (),
         tenants: Mapping[str, TenantQuota] | None = None,
         api_prefix: str = "/api/v1",
-        max_body_size: int = 10_000_000,
+        max_body_size: int = 10 * 1024 * 1024,
     ) -> None:
         self.queue = queue
         # the host app's own caps: the server's tenant quotas add to them, never replace

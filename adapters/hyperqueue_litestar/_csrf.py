@@ -33,9 +33,10 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 import hyperqueue as hq
 
+from ._audit import publish_refusal
 from ._security import SecurityEvent, actor_of, client_ip, route_of, send_json
 
-__all__ = ["ACCEPT_OPT", "CrossSiteRefused", "CsrfMiddleware", "is_json"]
+__all__ = ["ACCEPT_OPT", "CrossSiteRefused", "CsrfMiddleware", "MediaTypeRefused", "is_json"]
 
 ACCEPT_OPT = "hyperqueue_accept"
 """A handler's ``opt`` key: media types it accepts besides JSON (``("application/toml",)``)."""
@@ -47,6 +48,10 @@ JSON_TYPES = "application/json or application/*+json"
 
 class CrossSiteRefused(SecurityEvent, frozen=True, kw_only=True, tag="security.cross_site"):
     """A browser's cross-site change to an open server was refused (403)."""
+
+
+class MediaTypeRefused(SecurityEvent, frozen=True, kw_only=True, tag="security.media_type"):
+    """A body in a type the route does not take was refused (415)."""
 
 
 def _media(content_type: str) -> str:
@@ -120,7 +125,7 @@ class CsrfMiddleware(ASGIMiddleware):
         if method in _CHANGES and self.is_open():
             why = self._cross_site(scope, headers)
             if why is not None:
-                self._publish(scope, method, why)
+                self._publish(CrossSiteRefused, scope, method, why)
                 await send_json(
                     send,
                     403,
@@ -142,6 +147,7 @@ class CsrfMiddleware(ASGIMiddleware):
         if has_body:
             accepted = self._types(scope, method)
             shown = "none" if content_type is None else repr(content_type)
+            self._publish(MediaTypeRefused, scope, method, f"Content-Type {shown} (415)")
             await send_json(
                 send,
                 415,
@@ -180,19 +186,17 @@ class CsrfMiddleware(ASGIMiddleware):
             return None
         return f"Origin {origin!r} is not this server ({host})"
 
-    def _publish(self, scope: Scope, method: str, why: str) -> None:
-        bus = self.queue.events
-        if bus.active:
-            bus.publish(
-                CrossSiteRefused(
-                    at=self.queue.clock.now(),
-                    client=client_ip(scope),
-                    actor=actor_of(scope),
-                    method=method,
-                    route=route_of(scope),
-                    detail=why,
-                )
-            )
+    def _publish(self, kind: type[SecurityEvent], scope: Scope, method: str, why: str) -> None:
+        queue = self.queue
+        event = kind(
+            at=queue.clock.now(),
+            client=client_ip(scope),
+            actor=actor_of(scope),
+            method=method,
+            route=route_of(scope),
+            detail=why,
+        )
+        publish_refusal(queue, event, scope)
 
 
 _JSON_SHOWN = ("application/json", "application/*+json")

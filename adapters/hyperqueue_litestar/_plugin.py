@@ -40,7 +40,8 @@ from ._sse import EventStreams
 
 __all__ = ["DEFAULT_MAX_BODY_SIZE", "HyperqueuePlugin"]
 
-DEFAULT_MAX_BODY_SIZE = 10_000_000
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+"""Largest request body by default (10 MiB, as `server.max_body_bytes`): larger gets 413."""
 """Request bodies above this many bytes (10 MB) get 413."""
 
 _logger = logging.getLogger("hyperqueue.server")
@@ -56,7 +57,7 @@ class HyperqueuePlugin(InitPlugin):
       ``drain_timeout`` (30 s: how long shutdown lets running jobs finish) and
       ``prefetch`` (0: jobs claimed beyond ``concurrency``, see ``Queue.worker``).
     - ``api_prefix`` (``"/api/v1"``) and ``health_path`` (``"/health"``).
-    - ``max_body_size``: bytes a request body may have (10,000,000), else 413.
+    - ``max_body_size``: bytes a request body may have (10 MiB: 10,485,760), else 413.
     - ``templates``: named :class:`JobTemplate` defaults a submission may refer to;
       they are defined on the queue (``queue.template``), next to the host's own.
     - ``health``: a :class:`hyperqueue.Health` registry to serve (one is made); the
@@ -187,7 +188,7 @@ class HyperqueuePlugin(InitPlugin):
         self.route_handlers = list(route_handlers)
         self.auth = auth if auth is not None else _auth_in(self.middleware)
         self.header_limits = HeaderLimitsMiddleware(
-            max_headers=max_headers, max_header_bytes=max_header_bytes
+            queue, max_headers=max_headers, max_header_bytes=max_header_bytes
         )
         self.csrf = CsrfMiddleware(
             queue,

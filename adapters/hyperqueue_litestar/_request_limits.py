@@ -13,10 +13,23 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from ._config import Config
-from ._security import send_json
+import hyperqueue as hq
 
-__all__ = ["DEFAULT_MAX_HEADER_BYTES", "DEFAULT_MAX_HEADERS", "HeaderLimitsMiddleware"]
+from ._audit import publish_refusal
+from ._config import Config
+from ._security import SecurityEvent, actor_of, client_ip, route_of, send_json
+
+__all__ = [
+    "DEFAULT_MAX_HEADERS",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "HeaderLimitsMiddleware",
+    "HeadersRefused",
+]
+
+
+class HeadersRefused(SecurityEvent, frozen=True, kw_only=True, tag="security.header_limit"):
+    """A request whose head was over the limits was refused (431)."""
+
 
 DEFAULT_MAX_HEADERS = 100
 """Request headers allowed by default (a browser sends about 20)."""
@@ -33,12 +46,14 @@ class HeaderLimitsMiddleware(ASGIMiddleware):
 
     def __init__(
         self,
+        queue: hq.Queue,
         *,
         max_headers: int = DEFAULT_MAX_HEADERS,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
     ) -> None:
         if max_headers < 1 or max_header_bytes < 1:
             raise ValueError("max_headers and max_header_bytes must be at least 1")
+        self.queue = queue
         self.max_headers = max_headers
         self.max_header_bytes = max_header_bytes
 
@@ -49,6 +64,7 @@ class HeaderLimitsMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         headers = list(scope["headers"])
         if len(headers) > self.max_headers:
+            self._refused(scope, f"{len(headers)} headers")
             await send_json(
                 send,
                 431,
@@ -59,6 +75,7 @@ class HeaderLimitsMiddleware(ASGIMiddleware):
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
         size += sum(len(name) + len(value) + 4 for name, value in headers)
         if size > self.max_header_bytes:
+            self._refused(scope, f"a head of about {size} bytes")
             await send_json(
                 send,
                 431,
@@ -68,3 +85,17 @@ class HeaderLimitsMiddleware(ASGIMiddleware):
             )
             return
         await next_app(scope, receive, send)
+
+    def _refused(self, scope: Scope, what: str) -> None:
+        publish_refusal(
+            self.queue,
+            HeadersRefused(
+                at=self.queue.clock.now(),
+                client=client_ip(scope),
+                actor=actor_of(scope),
+                method=str(scope.get("method", "GET")),
+                route=route_of(scope),
+                detail=f"{what}: over the limits (431)",
+            ),
+            scope,
+        )

@@ -146,6 +146,24 @@ async def test_guard_and_limit_refusals_are_one_record_each(
     assert [r[0] for r in records(sink)].count("job.submit") == 3
 
 
+async def test_front_door_refusals_are_one_record_each(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any, order: str
+) -> None:
+    sink = MemoryAuditSink()
+    crowded = {f"x-extra-{i}": "1" for i in range(120)}
+    async with serve(build(queue, keys, sink, order)) as client:
+        typed = await client.post(
+            "/api/v1/jobs", content=b"task=add", headers={**OPS, "Content-Type": "text/plain"}
+        )
+        many = await client.get("/api/v1/jobs", headers={**OPS, **crowded})
+    assert (typed.status_code, many.status_code) == (415, 431)
+    assert [r for r in records(sink) if r[4] != "success"] == [
+        ("security.media_type", None, "/api/v1/jobs", "POST", "refused"),
+        ("security.header_limit", None, "/api/v1/jobs", "GET", "refused"),
+    ]
+    assert await queue.list_jobs() == hq.Page(items=[]), "nothing stored"
+
+
 async def test_a_handler_refusal_is_one_record_with_its_detail(
     queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
 ) -> None:
