@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve demo test bench clean
+.PHONY: serve demo test docs bench clean
 
 $(BIN)/tox:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,14 @@ serve: $(BIN)/hyperqueue-ready
 demo: $(BIN)/hyperqueue-ready
 	$(BIN)/python examples/demo.py
 
-## test: lint, type-check and run every test (the same command CI runs)
+## test: lint, type-check, run every test, on the dependency floors too, and build the docs
+## (the same command CI runs)
 test: $(BIN)/tox
-	$(BIN)/tox run -e lint,core,full
+	$(BIN)/tox run -e lint,core,floors,full,docs
+
+## docs: the docs site into docs/_build/html (Sphinx; warnings are errors)
+docs: $(BIN)/tox
+	$(BIN)/tox run -e docs
 
 ## bench: the benchmarks (figures go to docs/benchmarks.md by hand)
 bench: $(BIN)/tox

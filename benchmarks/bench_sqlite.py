@@ -23,7 +23,7 @@ Measures, in one run on this machine (N no-op jobs, 10,000 by default):
 Each figure is the median of ``--repeats`` runs (3 by default), each on a fresh file in
 a temporary folder; ratios are against the figures of the same run.
 Run: ``.venv/bin/python benchmarks/bench_sqlite.py`` (about 60 s;
-``pip install 'hyperqueue[sqlite]' huey persist-queue``). ``--quick`` uses N=2,000 and
+``pip install 'hyperqueue-jobs[sqlite]' huey persist-queue``). ``--quick`` uses N=2,000 and
 1 repeat.
 """
 

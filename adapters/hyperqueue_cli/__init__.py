@@ -1,6 +1,6 @@
 """hyperqueue_cli: the ``hyperqueue`` command (``serve``, ``worker``, ``status``, ``health``).
 
-Install with ``pip install 'hyperqueue[server]'``; ``python -m hyperqueue_cli`` runs it
+Install with ``pip install 'hyperqueue-jobs[server]'``; ``python -m hyperqueue_cli`` runs it
 too.
 """
 
@@ -11,7 +11,7 @@ try:
     import rich  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "hyperqueue_cli needs click and rich: pip install 'hyperqueue[server]'"
+        "hyperqueue_cli needs click and rich: pip install 'hyperqueue-jobs[server]'"
     ) from exc
 
 from ._main import load_queue, main

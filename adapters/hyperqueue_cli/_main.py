@@ -128,7 +128,7 @@ def _pool_options(command: F) -> F:
     default="uvicorn",
     show_default=True,
     help="ASGI server: uvicorn (HTTP/1.1) or hypercorn (HTTP/1.1 and HTTP/2, h2c on "
-    "plain TCP; pip install 'hyperqueue[http2]').",
+    "plain TCP; pip install 'hyperqueue-jobs[http2]').",
 )
 @click.option(
     "--allow-open",
@@ -294,7 +294,7 @@ def _serve_hypercorn(
         from hypercorn.config import Config as HypercornConfig
     except ImportError:
         raise click.UsageError(
-            "--server hypercorn needs hypercorn: pip install 'hyperqueue[http2]'"
+            "--server hypercorn needs hypercorn: pip install 'hyperqueue-jobs[http2]'"
         ) from None
     config = HypercornConfig()
     config.bind = [f"fd://{sock.fileno()}"]

@@ -3,7 +3,7 @@
 ``HyperqueuePlugin(queue)`` adds the REST API, health endpoints and the live event
 stream to any Litestar app and runs the queue's workers in its lifespan;
 ``create_app(queue)`` builds a standalone app. Install with
-``pip install 'hyperqueue[server]'``.
+``pip install 'hyperqueue-jobs[server]'``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ try:
     import litestar  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "hyperqueue_litestar needs litestar: pip install 'hyperqueue[server]'"
+        "hyperqueue_litestar needs litestar: pip install 'hyperqueue-jobs[server]'"
     ) from exc
 
 from ._app import create_app

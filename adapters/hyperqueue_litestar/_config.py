@@ -582,7 +582,7 @@ def dump_config(config: Config, *, format: Format = "toml") -> str:
         import tomli_w
     except ImportError:  # pragma: no cover - depends on the installed extras
         raise ConfigError(
-            "exporting TOML needs tomli-w: pip install 'hyperqueue[server]'"
+            "exporting TOML needs tomli-w: pip install 'hyperqueue-jobs[server]'"
         ) from None
     return tomli_w.dumps(_drop_none(_plain(config)))
 

@@ -2,7 +2,7 @@
 
 ``SQLiteStorage(path)`` implements :class:`hyperqueue.abc.Storage` over apsw (which
 bundles a current SQLite), in anyio worker threads: it runs on asyncio and trio.
-Install it with ``pip install 'hyperqueue[sqlite]'``.
+Install it with ``pip install 'hyperqueue-jobs[sqlite]'``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 try:
     import apsw  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("hyperqueue_sqlite needs apsw: pip install 'hyperqueue[sqlite]'") from exc
+    raise ImportError(
+        "hyperqueue_sqlite needs apsw: pip install 'hyperqueue-jobs[sqlite]'"
+    ) from exc
 
 from ._config_store import ConfigStore
 from ._health import SQLiteHealth, wal_reset_bug

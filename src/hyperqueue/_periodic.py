@@ -74,7 +74,7 @@ GRACE = 60.0
 MAX_COUNTED = 10_000
 """Most missed cron slots counted one by one (``every=`` slots are counted exactly)."""
 _MAX_NAME = 200  # the slot's key, periodic:<name>:<slot>, must fit in 256 characters
-_CRON_EXTRA = "needs cronsim: pip install 'hyperqueue[cron]'"
+_CRON_EXTRA = "needs cronsim: pip install 'hyperqueue-jobs[cron]'"
 
 _log = logging.getLogger("hyperqueue.periodic")
 

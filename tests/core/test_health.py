@@ -286,11 +286,12 @@ async def test_report_problems_summarises_what_is_wrong(clock: FakeClock) -> Non
 
 
 async def test_the_guide_examples_run() -> None:
-    """The code in docs/guides/health.md runs as written (on the system clock)."""
+    """The code in docs/guides/health.md runs as written (on the system clock):
+    its blocks, fragments too, in order, in one namespace."""
     guide = Path(__file__).parents[2] / "docs" / "guides" / "health.md"
     namespace: dict[str, Any] = {"__name__": "guide"}
     with anyio.fail_after(10):
-        for block in re.findall(r"```python\n(.*?)```", guide.read_text(), re.DOTALL):
+        for block in re.findall(r"```python(?: fragment)?\n(.*?)```", guide.read_text(), re.DOTALL):
             main = namespace.get("main")
             exec(compile(block, str(guide), "exec"), namespace)
             if namespace.get("main") is not main:

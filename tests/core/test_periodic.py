@@ -449,7 +449,7 @@ async def test_cron_without_cronsim_names_the_extra(
     queue: hq.Queue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "cronsim", None)  # makes the import fail
-    with pytest.raises(hq.OptionError, match=r"pip install 'hyperqueue\[cron\]'"):
+    with pytest.raises(hq.OptionError, match=r"pip install 'hyperqueue-jobs\[cron\]'"):
         queue.periodic(cron="* * * * *")(nothing)
     queue.periodic(every=1.0)(nothing)  # every= needs nothing
 
