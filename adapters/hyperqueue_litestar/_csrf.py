@@ -18,8 +18,14 @@ first (a CORS preflight), which this server never grants. So :class:`CsrfMiddlew
   scripts, the Python client) pass. With keys configured the check is left out: a
   browser cannot add the key's header to a cross-site request without a preflight.
 
-Each cross-site refusal is published as a :class:`CrossSiteRefused` security event (so
-the audit log records it).
+An open server is also guarded against DNS rebinding: a page on an attacker's domain,
+whose name the attacker then points at 127.0.0.1, is "same origin" to the browser and
+could read the API. So a request that reaches an open server on a loopback address
+must name a loopback host (``localhost``, ``127.0.0.1``, ``[::1]``) in its ``Host``
+header; any other name gets ``403``, reads included.
+
+Each refusal is published as a security event (:class:`CrossSiteRefused`,
+:class:`MediaTypeRefused`), so the audit log records it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 import hyperqueue as hq
 
 from ._audit import publish_refusal
+from ._config_safety import is_loopback
 from ._security import SecurityEvent, actor_of, client_ip, route_of, send_json
 
 __all__ = ["ACCEPT_OPT", "CrossSiteRefused", "CsrfMiddleware", "MediaTypeRefused", "is_json"]
@@ -122,6 +129,16 @@ class CsrfMiddleware(ASGIMiddleware):
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
         method = str(scope.get("method", "GET"))
         headers = _headers(scope)
+        rebound = _rebound(scope, headers) if self.is_open() else None
+        if rebound is not None:
+            self._publish(CrossSiteRefused, scope, method, rebound)
+            await send_json(
+                send,
+                403,
+                f"refused: {rebound}; an open server answers only loopback host names "
+                "(localhost, 127.0.0.1, [::1]), which keeps other sites out (DNS rebinding)",
+            )
+            return
         if method in _CHANGES and self.is_open():
             why = self._cross_site(scope, headers)
             if why is not None:
@@ -197,6 +214,23 @@ class CsrfMiddleware(ASGIMiddleware):
             detail=why,
         )
         publish_refusal(queue, event, scope)
+
+
+def _rebound(scope: Scope, headers: Mapping[str, str]) -> str | None:
+    """Why a request to a loopback address names another host, or None."""
+    server = scope.get("server")
+    if not server or not is_loopback(str(server[0])):
+        return None
+    host = headers.get("host") or headers.get(":authority")
+    if host is None:
+        return None
+    try:
+        name = urlsplit(f"//{host}").hostname
+    except ValueError:
+        name = None
+    if name is not None and is_loopback(name):
+        return None
+    return f"Host {host!r} is not a loopback name"
 
 
 _JSON_SHOWN = ("application/json", "application/*+json")

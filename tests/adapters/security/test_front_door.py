@@ -149,6 +149,19 @@ def test_an_open_server_refuses_cross_site_changes(open_server: Server) -> None:
     assert httpx.get(f"{url}/api/v1/jobs", headers={"Sec-Fetch-Site": "cross-site"}).is_success
 
 
+def test_an_open_server_answers_loopback_host_names_only(open_server: Server) -> None:
+    """DNS rebinding: an attacker's name pointed at 127.0.0.1 reaches the server with
+    its own name in Host; refused, reads included, and audited."""
+    url = open_server.url
+    port = urlsplit(url).port
+    for host in ("evil.example", f"evil.example:{port}", "10.0.0.1"):
+        answer = httpx.get(f"{url}/api/v1/jobs", headers={"Host": host})
+        assert answer.status_code == 403, (host, answer.text)
+        assert "loopback host names" in answer.json()["detail"]
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost"):
+        assert httpx.get(f"{url}/api/v1/jobs", headers={"Host": host}).status_code == 200
+
+
 def test_with_keys_the_origin_check_is_left_out(keyed_private: Server) -> None:
     answer = _post(
         keyed_private.url, JOB, "application/json", Origin="https://tool.example", **ADMIN
