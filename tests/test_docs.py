@@ -50,6 +50,8 @@ EXTRAS = {  # a block that uses the key needs the module of the value
     "hyperqueue_cli": "click",
     "httpx": "httpx",
     'cron="': "cronsim",
+    "opentelemetry.sdk": "opentelemetry.sdk",
+    "hyperqueue_otel": "opentelemetry.sdk",
 }
 SET_UPS = {"docs/tutorial.md": {"tasks.py", "submit.py", "worker.py"}}
 

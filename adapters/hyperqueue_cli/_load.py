@@ -65,21 +65,35 @@ MEMORY_WARNING = (
 
 
 def use_storage(
-    queue: hq.Queue, settings: StorageSettings, db: Path | None
+    queue: hq.Queue, settings: StorageSettings, db: Path | None, dsn: str | None = None
 ) -> tuple[str, str | None]:
     """Put the queue on the configured storage; returns where the state lives (for
     people) and a warning to show, if any.
 
-    ``--db`` wins (SQLite at that file). A queue built with its own storage keeps it
-    unless the configuration's ``storage`` differs from the defaults. Otherwise
-    ``storage.kind`` decides: ``sqlite`` puts the queue on ``SQLiteStorage(storage.path)``
-    (``./hyperqueue.db`` by default), ``memory`` keeps it in this process.
+    ``--db`` (SQLite at that file) or ``--dsn`` (PostgreSQL) wins. A queue built with its
+    own storage keeps it unless the configuration's ``storage`` differs from the
+    defaults. Otherwise ``storage.kind`` decides: ``sqlite`` puts the queue on
+    ``SQLiteStorage(storage.path)`` (``./hyperqueue.db`` by default), ``postgres`` on
+    ``PostgresStorage(storage.dsn)``, ``memory`` keeps it in this process.
     """
     from hyperqueue_litestar import StorageSettings
 
+    if db is not None and dsn is not None:
+        raise click.UsageError("give --db (SQLite) or --dsn (PostgreSQL), not both")
     own = not isinstance(queue.storage, hq.MemoryStorage)
-    if db is None and own and settings == StorageSettings():
+    if db is None and dsn is None and own and settings == StorageSettings():
         return repr(queue.storage), None
+    if dsn is None and db is None and settings.kind == "postgres":
+        dsn = settings.dsn
+    if dsn is not None:
+        try:
+            from hyperqueue_postgres import PostgresStorage
+        except ImportError:
+            raise click.UsageError(
+                "PostgreSQL needs the postgres extra: pip install 'hyperqueue-jobs[postgres]'"
+            ) from None
+        queue.storage = PostgresStorage(dsn)
+        return f"PostgreSQL {queue.storage!r}", None
     if db is None and settings.kind == "memory":
         if own:
             queue.storage = hq.MemoryStorage()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -81,6 +82,38 @@ _CONFIG_HELP = (
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _otel_option(command: F) -> F:
+    return click.option(
+        "--otel",
+        is_flag=True,
+        help="Traces and metrics through OpenTelemetry (OTLP over HTTP to "
+        "OTEL_EXPORTER_OTLP_ENDPOINT, default http://localhost:4318; pip install "
+        "'hyperqueue-jobs[otel]'). serve adds HTTP spans.",
+    )(command)
+
+
+def _observe(config: Config, *, otel: bool, service: str) -> None:
+    """The ``[logging]`` keys, and with ``--otel`` the OpenTelemetry SDK, for this process
+    (``hyperqueue_otel.configure``: the only place the CLI sets global providers)."""
+    from hyperqueue_litestar import configure_logging
+
+    configure_logging(config.logging)
+    logging.getLogger("hyperqueue.cli").info(
+        "%s starting (pid %d, otel %s)", service, os.getpid(), "on" if otel else "off"
+    )
+    if not otel:
+        return
+    try:
+        import hyperqueue_otel
+    except ImportError as exc:
+        raise click.UsageError(str(exc)) from None
+    hyperqueue_otel.configure(
+        service_name=os.environ.get("OTEL_SERVICE_NAME", service),
+        endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318"),
+        prometheus=False,  # serve has /metrics; OTLP carries the figures
+    )
+
+
 def _pool_options(command: F) -> F:
     """``--concurrency``, ``--drain-timeout`` and ``--config``: shared by ``serve`` and
     ``worker``, which run the same worker pool from the same configuration."""
@@ -113,6 +146,11 @@ def _pool_options(command: F) -> F:
 @main.command()
 @click.argument("app", required=False)
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file.")
+@click.option(
+    "--dsn",
+    default=None,
+    help="PostgreSQL database (postgresql://user@host/db; a password from PGPASSWORD).",
+)
 @click.option("--host", default=None, help="Address to bind.  [default: 127.0.0.1]")
 @click.option(
     "--port",
@@ -142,9 +180,11 @@ def _pool_options(command: F) -> F:
     help="Build the server from the options, the file and the environment, print what "
     "it would run and exit 0, without listening or opening the database.",
 )
+@_otel_option
 def serve(
     app: str | None,
     db: Path | None,
+    dsn: str | None,
     host: str | None,
     port: int | None,
     concurrency: int | None,
@@ -153,6 +193,7 @@ def serve(
     server_kind: str,
     allow_open: bool,
     check: bool,
+    otel: bool,
 ) -> None:
     """Serve APP (module:queue) over HTTP with its workers; with no APP, demo tasks.
 
@@ -162,10 +203,12 @@ def serve(
     from ._server import build_server
 
     config = _config(config_path)
+    _observe(config, otel=otel and not check, service="hyperqueue-server")
     plan = build_server(
         config,
         _queue(app),
         db=db,
+        dsn=dsn,
         host=host,
         port=port,
         concurrency=concurrency,
@@ -368,13 +411,21 @@ def config_validate(file: Path, no_env: bool) -> None:
 @main.command()
 @click.argument("app")
 @click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite file.")
+@click.option(
+    "--dsn",
+    default=None,
+    help="PostgreSQL database (postgresql://user@host/db; a password from PGPASSWORD).",
+)
 @_pool_options
+@_otel_option
 def worker(
     app: str,
     db: Path | None,
+    dsn: str | None,
     concurrency: int | None,
     drain_timeout: float | None,
     config_path: Path | None,
+    otel: bool,
 ) -> None:
     """Run workers for APP (module:queue) with no HTTP, until SIGTERM or Ctrl-C.
 
@@ -386,8 +437,9 @@ def worker(
     from ._server import describe_workers, worker_settings
 
     config = _config(config_path)
+    _observe(config, otel=otel, service="hyperqueue-worker")
     queue = _queue(app)
-    where, warning = use_storage(queue, config.storage, db)
+    where, warning = use_storage(queue, config.storage, db, dsn)
     check_storage(queue.storage, "worker")
     settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
     for name, quota in config.tenants.items():  # the app's own caps stay if tighter

@@ -12,11 +12,15 @@ takes effect here, and options given on the command line win over it:
   also change while running (``ConfigApi``), never so as to open a server beyond
   loopback or lock its admins out (``hyperqueue_litestar._config_safety``);
 - ``retention.*``: :class:`Retention`, a supervised service that prunes finished jobs;
-- ``templates``: named job defaults, defined on the queue (``queue.template``).
+- ``templates``: named job defaults, defined on the queue (``queue.template``);
+- ``logging.*``: set by the command before this runs (``configure_logging``), as for
+  ``hyperqueue worker``; with ``--otel``, HTTP spans from Litestar's OpenTelemetry
+  plugin.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -147,6 +151,24 @@ class Retention(InitPlugin):
         return f"{text}; every {self.interval:g} s"
 
 
+def _http_spans() -> Any:
+    """Litestar's OpenTelemetry plugin (HTTP server spans), when ``hyperqueue_otel``
+    configured the SDK in this process (``serve --otel``); else ``None``."""
+    otel = sys.modules.get("hyperqueue_otel")
+    if otel is None or otel.current() is None:
+        return None
+    from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
+
+    setup = otel.current()
+    return OpenTelemetryPlugin(
+        OpenTelemetryConfig(
+            tracer_provider=setup.tracer_provider,
+            meter_provider=setup.meter_provider,
+            exclude=["/metrics", "/health"],
+        )
+    )
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ServerPlan:
     """A server ready to run: the app and what it was built from, for the banner."""
@@ -173,6 +195,7 @@ def build_server(
     queue: hq.Queue,
     *,
     db: Path | None = None,
+    dsn: str | None = None,
     host: str | None = None,
     port: int | None = None,
     concurrency: int | None = None,
@@ -190,6 +213,7 @@ def build_server(
         MemoryAuditSink,
         MemoryConfigStore,
         Metrics,
+        PostgresAuditSink,
         RateLimitMiddleware,
         SQLiteAuditSink,
         create_app,
@@ -199,7 +223,7 @@ def build_server(
 
     bind = host if host is not None else config.server.host
     warnings: list[str] = []
-    state, warning = use_storage(queue, config.storage, db)
+    state, warning = use_storage(queue, config.storage, db, dsn)
     if warning:
         warnings.append(warning)
     workers = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
@@ -210,14 +234,22 @@ def build_server(
     metrics = Metrics(queue, slow_request_ms=config.server.slow_request_ms)
     storage = queue.storage
     sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
-    audit_sink = SQLiteAuditSink(sqlite) if sqlite else MemoryAuditSink()
+    postgres = _postgres_dsn(storage)  # the whole server on PostgreSQL: no SQLite file
+    audit_sink: Any = MemoryAuditSink()
+    store: Any = MemoryConfigStore()
+    if sqlite:
+        audit_sink, store = SQLiteAuditSink(sqlite), ConfigStore(sqlite)
+    elif postgres:
+        from hyperqueue_postgres import ConfigStore as PostgresConfigStore
+
+        audit_sink, store = PostgresAuditSink(postgres), PostgresConfigStore(postgres)
     # API keys, tenant quotas, rate limits and the slow-request threshold change live:
     # through the API (admin) or by editing the watched file; a change may leave the
     # server without keys only when it listens on loopback.
     config_api = ConfigApi(
         queue,
         config,
-        store=ConfigStore(sqlite) if sqlite else MemoryConfigStore(),
+        store=store,
         targets=[auth, limits, metrics],
         guards=[auth.guard],
         watch=watch,
@@ -239,7 +271,13 @@ def build_server(
             "until the process ends"
         )
     else:
-        warnings.append(f"retention.*: not applied: {storage!r} has no retention")
+        warnings.append(
+            f"retention.*: not applied: {storage!r} has no retention yet (prune finished "
+            "jobs with your own schedule)"
+        )
+    http_spans = _http_spans()
+    if http_spans is not None:
+        plugins.append(http_spans)
     app = create_app(
         queue,
         concurrency=workers.concurrency,
@@ -269,3 +307,12 @@ def build_server(
         retention=retention,
         warnings=tuple(warnings),
     )
+
+
+def _postgres_dsn(storage: object) -> str | None:
+    """The DSN of a PostgreSQL storage (None for any other, or without the extra)."""
+    try:
+        from hyperqueue_postgres import PostgresStorage
+    except ImportError:
+        return None
+    return storage.dsn if isinstance(storage, PostgresStorage) else None

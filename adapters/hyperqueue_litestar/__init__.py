@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ._app import create_app
 from ._audit import Audit, AuditPage, AuditRecord, AuditSink, MemoryAuditSink, SQLiteAuditSink
+from ._audit_postgres import PostgresAuditSink
 from ._auth import Auth, KeyRing, KeyUsage
 from ._config import (
     ApiKey,
@@ -25,6 +26,7 @@ from ._config import (
     ConfigHistory,
     ConfigVersion,
     ConfigWatcher,
+    LoggingSettings,
     MemoryConfigStore,
     RetentionSettings,
     StorageSettings,
@@ -44,6 +46,7 @@ from ._demo import demo_queue
 from ._errors import STATUS_BY_ERROR
 from ._health import UNSERVED_AFTER
 from ._limits import RateLimitMiddleware
+from ._logging import CompressingFileHandler, JsonFormatter, TraceContextFilter, configure_logging
 from ._metrics import Metrics
 from ._plugin import DEFAULT_MAX_BODY_SIZE, HyperqueuePlugin
 from ._schemas import (
@@ -77,6 +80,7 @@ __all__ = [
     "BatchItem",
     "BatchRequest",
     "BatchResponse",
+    "CompressingFileHandler",
     "Config",
     "ConfigApi",
     "ConfigApplied",
@@ -91,9 +95,11 @@ __all__ = [
     "HyperqueuePlugin",
     "JobRequest",
     "JobTemplate",
+    "JsonFormatter",
     "KeyRing",
     "KeyUsage",
     "LiveSetting",
+    "LoggingSettings",
     "MemoryAuditSink",
     "MemoryConfigStore",
     "Metrics",
@@ -102,13 +108,16 @@ __all__ = [
     "RateLimitMiddleware",
     "RateLimited",
     "RetentionSettings",
+    "PostgresAuditSink",
     "SQLiteAuditSink",
     "STATUS_BY_ERROR",
     "SlowRequest",
     "StorageSettings",
     "SuspiciousActivity",
+    "TraceContextFilter",
     "UNSERVED_AFTER",
     "WorkerSettings",
+    "configure_logging",
     "create_app",
     "demo_queue",
     "diff_configs",

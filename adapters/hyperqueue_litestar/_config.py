@@ -54,6 +54,7 @@ __all__ = [
     "ConfigVersionNotFound",
     "ConfigVersionStore",
     "ConfigWatcher",
+    "LoggingSettings",
     "MemoryConfigStore",
     "MetricsSettings",
     "OpenApiSettings",
@@ -80,17 +81,11 @@ so one shell can set them and still run ``hyperqueue serve``. With another
 ``env_prefix`` the same names after that prefix are skipped."""
 _CLIENT_KEYS = frozenset(name.removeprefix(ENV_PREFIX) for name in CLIENT_ENV_VARS)
 Role = Literal["admin", "operator", "viewer"]
-StorageKind = Literal["memory", "sqlite"]
-_PLANNED_STORAGE = {
-    "postgres": "'postgres' is not implemented yet; use 'sqlite' (one host, several "
-    "processes) or 'memory' (one process, nothing kept)",
-}
+StorageKind = Literal["memory", "sqlite", "postgres"]
+_PLANNED_STORAGE: dict[str, str] = {}
 """Storage kinds the design names but no adapter implements: refused with this reason
 (rather than accepted and served from SQLite)."""
-_RETIRED = {
-    ("storage", "dsn"): "removed: only a 'postgres' storage would use it, and that is not "
-    "implemented yet",
-}
+_RETIRED: dict[tuple[str, ...], str] = {}
 """Keys that were accepted once but never took effect: refused with this reason, and
 dropped from stored versions so the history still reads."""
 Format = Literal["toml", "json"]
@@ -166,15 +161,23 @@ class StorageSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ``sqlite`` keeps the jobs in the file at ``path`` (required), shared by the server
     and ``hyperqueue worker`` processes on the same host; ``memory`` keeps them in the
     server's process only: nothing survives a restart and no other process can reach
-    them. ``postgres`` is refused: it is not implemented yet.
+    them; ``postgres`` keeps them in the PostgreSQL database at ``dsn`` (required),
+    shared by servers and workers on many hosts. Keep the password out of the DSN (it is
+    part of the configuration that admins can export): use ``PGPASSWORD`` or a
+    ``~/.pgpass`` file, which the driver reads.
     """
 
     kind: StorageKind = "sqlite"
     path: str | None = "hyperqueue.db"
+    dsn: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind == "sqlite" and not self.path:
             raise ValueError("`path`: required when kind is 'sqlite'")
+        if self.kind == "postgres" and not self.dsn:
+            raise ValueError("`dsn`: required when kind is 'postgres'")
+        if self.kind != "postgres" and self.dsn:
+            raise ValueError("`dsn`: only a 'postgres' storage uses it")
 
 
 class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -273,6 +276,32 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
     interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] = 3600.0
 
 
+LogFormat = Literal["text", "json"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class LoggingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The log lines of ``hyperqueue serve`` and ``hyperqueue worker`` (the
+    ``hyperqueue.*`` loggers).
+
+    ``format``: ``text`` (default) or ``json``, one object per line with the current
+    trace and span ids (``trace_id``, ``span_id``) when a span is active. ``level``:
+    ``warning`` by default (``debug``, ``info``, ``warning``, ``error``). ``file``: a
+    path to write to instead of standard error, rotated when it passes ``max_bytes``
+    (default 10 MiB, from 1 KiB to 10 GiB): rotated files are gzip-compressed
+    (``hq.log.1.gz``, the newest), ``backups`` of them are kept (default 5, at most
+    1,000; 0 keeps none) and those older than ``max_age_days`` (default 14, at most
+    3,650) are deleted at each rotation.
+    """
+
+    format: LogFormat = "text"
+    level: LogLevel = "warning"
+    file: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=10 * 1024 * _MiB)] = 10 * _MiB
+    backups: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 5
+    max_age_days: Annotated[float, msgspec.Meta(gt=0, le=3650)] = 14.0
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The whole configuration. ``Config()`` is the documented default."""
 
@@ -287,6 +316,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
     openapi: OpenApiSettings = msgspec.field(default_factory=OpenApiSettings)
+    logging: LoggingSettings = msgspec.field(default_factory=LoggingSettings)
     templates: dict[Annotated[str, msgspec.Meta(min_length=1)], JobTemplate] = msgspec.field(
         default_factory=dict
     )
@@ -457,7 +487,12 @@ def _error(
     return ConfigError(reason, path=_join(steps), source=sources.of(steps))
 
 
-_CHOICES: dict[str, tuple[str, ...]] = {"kind": get_args(StorageKind), "roles": get_args(Role)}
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "kind": get_args(StorageKind),
+    "roles": get_args(Role),
+    "format": get_args(LogFormat),
+    "level": get_args(LogLevel),
+}
 
 
 def _merge(into: dict[str, Any], steps: list[str], value: Any) -> None:

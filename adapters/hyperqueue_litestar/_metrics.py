@@ -8,20 +8,26 @@ Every family is named ``hyperqueue_...``:
   ``..._errors_total`` (status 5xx, and 4xx apart in the requests' status label) by
   method, route *template* (``/api/v1/jobs/{job_id}``, so ids never grow the label set)
   and status; ``hyperqueue_http_slow_requests_total`` for requests over
-  ``slow_request_ms``, each also published as a :class:`SlowRequest` event.
+  ``slow_request_ms``, each also published as a :class:`SlowRequest` event and logged
+  (a warning on ``hyperqueue.server``).
 - Jobs, read at scrape time (one ``queue.stats()`` call): ``hyperqueue_jobs`` by queue
   and status, ``hyperqueue_queue_depth`` (pending) by queue.
 - ``hyperqueue_job_duration_seconds`` by task: a histogram fed from the event bus
   (``JobCompleted`` / ``JobFailed`` carry ``started_at`` and ``finished_at``).
 - Breakers: ``hyperqueue_breaker_state`` (1 for the state it is in), and
   ``hyperqueue_breaker_trips_total``.
-- ``hyperqueue_process_resident_memory_bytes`` and ``hyperqueue_uptime_seconds``.
+- Process figures from prometheus-client's process collector, under the same prefix
+  (``hyperqueue_process_resident_memory_bytes``, ``..._cpu_seconds_total``,
+  ``..._open_fds``...), and ``hyperqueue_uptime_seconds``.
+- A Server-Sent Events stream is counted as a request when it closes, but it is not
+  timed and never counts as slow: it lasts as long as its client listens.
 
 Request latency is read from the queue's clock, so a test drives it with a fake clock.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -31,7 +37,13 @@ from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
 from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
@@ -39,10 +51,11 @@ from prometheus_client.parser import text_string_to_metric_families
 import hyperqueue as hq
 
 from ._config import Config
-from ._process import resident_bytes
 from ._security import SlowRequest, route_of
 
 __all__ = ["Metrics"]
+
+_log = logging.getLogger("hyperqueue.server")
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _JOB_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
@@ -85,9 +98,6 @@ class _QueueCollector:
             trips.add_metric([b.name], b.trips)
         yield state
         yield trips
-        yield GaugeMetricFamily(
-            "hyperqueue_process_resident_memory_bytes", "Resident memory", value=resident_bytes()
-        )
         yield GaugeMetricFamily(
             "hyperqueue_uptime_seconds",
             "Seconds since the server started",
@@ -144,6 +154,9 @@ class Metrics(InitPlugin):
         )
         self._collector = _QueueCollector(self)
         self.registry.register(self._collector)
+        # hyperqueue_process_resident_memory_bytes, ..._cpu_seconds_total, ..._open_fds and
+        # the rest, read by prometheus-client's collector (from /proc, where there is one)
+        ProcessCollector(namespace="hyperqueue", registry=self.registry)
         self.middleware = _MetricsMiddleware(self)
 
     # -- Litestar ------------------------------------------------------------------------
@@ -194,15 +207,36 @@ class Metrics(InitPlugin):
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(
+        self, method: str, route: str, status: int, seconds: float, *, streaming: bool = False
+    ) -> None:
+        """Count one answer. A ``streaming`` one (Server-Sent Events) lasts as long as
+        its client stays: it is counted, but neither timed nor ever slow."""
         status_label = str(status)
         self.requests.labels(method, route, status_label).inc()
-        self.durations.labels(method, route, status_label).observe(seconds)
         if status >= 500:
             self.errors.labels(method, route, status_label).inc()
+        if streaming:
+            return
+        self.durations.labels(method, route, status_label).observe(seconds)
         ms = seconds * 1000.0
         if ms > self.slow_request_ms:
             self.slow.labels(method, route).inc()
+            _log.warning(
+                "slow request: %s %s answered %d in %.0f ms (threshold %.0f ms)",
+                method,
+                route,
+                status,
+                ms,
+                self.slow_request_ms,
+                extra={
+                    "event": "http.slow_request",
+                    "http.request.method": method,
+                    "http.route": route,
+                    "http.response.status_code": status,
+                    "duration_ms": round(ms, 3),
+                },
+            )
             bus = self.queue.events
             if bus.active:
                 bus.publish(
@@ -228,18 +262,26 @@ class _MetricsMiddleware(ASGIMiddleware):
         now = metrics.clock.now
         started = now()
         status = 500
+        streaming = False
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-type":
+                        streaming = value.startswith(b"text/event-stream")
             await send(message)
 
         try:
             await next_app(scope, receive, watch)
         finally:
             metrics.observe(
-                str(scope.get("method", "GET")), route_of(scope), status, now() - started
+                str(scope.get("method", "GET")),
+                route_of(scope),
+                status,
+                now() - started,
+                streaming=streaming,
             )
 
 

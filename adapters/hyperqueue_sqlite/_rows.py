@@ -28,7 +28,8 @@ __all__ = [
 COLUMNS = (
     "id, task, queue, status, priority, args, kwargs, attempts, max_attempts, result, "
     "error, traceback, progress, key, tenant, timeout, created_at, run_at, started_at, "
-    "finished_at, token, lease_until, worker, rescues, max_rescues, workflow, step, waiting"
+    "finished_at, token, lease_until, worker, rescues, max_rescues, workflow, step, waiting, "
+    "headers"
 )
 
 INSERT = f"INSERT INTO jobs ({COLUMNS}) VALUES ({', '.join('?' * len(COLUMNS.split(',')))})"
@@ -39,6 +40,7 @@ _decode_args = msgspec.json.Decoder(tuple[Any, ...]).decode
 _decode_kwargs = msgspec.json.Decoder(dict[str, Any]).decode
 
 _decode_step = msgspec.json.Decoder(Step).decode
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
 
 # A blocked workflow step is stored as 'blocked', out of the claim index; it is pending.
 _STATUS = {status.value: status for status in JobStatus}
@@ -104,6 +106,7 @@ def job_to_row(job: Job) -> tuple[Any, ...]:
         None if step is None else step.workflow,
         None if step is None else _encode(step).decode(),
         0 if step is None else step.waiting,
+        _encode(job.headers).decode() if job.headers else None,
     )
 
 
@@ -139,4 +142,5 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
         rescues=row[23],
         max_rescues=row[24],
         step=None if row[26] is None else _decode_step(row[26]),
+        headers={} if row[28] is None else _decode_headers(row[28]),
     )

@@ -244,7 +244,14 @@ _V3 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4 = (
+    # Message headers of a job (MISSION E1): the W3C trace context of the span that
+    # enqueued it (traceparent, tracestate, baggage) as a JSON object, NULL when empty,
+    # so a worker in another process joins the producer's trace.
+    "ALTER TABLE jobs ADD COLUMN headers TEXT",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

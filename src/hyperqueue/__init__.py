@@ -54,6 +54,7 @@ from ._events import (
     SubscriberStats,
 )
 from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
+from ._hooks import ExecutionHook, JobRun
 from ._memory import MemoryStorage
 from ._models import (
     Enqueued,
@@ -79,6 +80,7 @@ from ._retry import Attempt, Retry, retry
 from ._run import run_worker
 from ._services import Service, ServiceStats, Supervisor
 from ._task import JobOptions, Submission, Task, TaskCall
+from ._telemetry import Telemetry
 from ._worker import Worker, WorkerStats, current_job, report_progress
 from ._workflow import StepHandle, Workflow
 
@@ -104,6 +106,7 @@ __all__ = [
     "EventBus",
     "EventBusStats",
     "EventStream",
+    "ExecutionHook",
     "Health",
     "HealthCheck",
     "HealthReport",
@@ -122,6 +125,7 @@ __all__ = [
     "JobProgress",
     "JobRescued",
     "JobRetrying",
+    "JobRun",
     "JobStarted",
     "JobStatus",
     "JobTimeout",
@@ -160,6 +164,7 @@ __all__ = [
     "Task",
     "TaskBacklog",
     "TaskCall",
+    "Telemetry",
     "UnknownTask",
     "Worker",
     "WorkerInfo",

@@ -98,6 +98,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     claimed). ``rescues`` counts the times the job lost its worker (an expired lease:
     crash, ``kill -9``, a frozen process); a lost worker spends no attempt, and the
     ``max_rescues``-th loss fails the job, so a job that kills its worker cannot loop.
+    ``headers`` are message headers set when the job is created: the W3C trace context
+    (``traceparent``, ``tracestate``, ``baggage``) of the span that enqueued it, when
+    one was recording, so the run in another process or host joins that trace.
     """
 
     id: str
@@ -126,6 +129,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     rescues: int = 0
     max_rescues: int = 3
     step: Step | None = None
+    headers: dict[str, str] = {}
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True, gc=False):

@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import anyio
 import msgspec
@@ -39,6 +39,7 @@ from ._errors import (
     WorkflowNotFound,
 )
 from ._events import EventBus, JobCancelled, JobEnqueued, job_event
+from ._hooks import ExecutionHook
 from ._ids import IdFactory
 from ._memory import MemoryStorage
 from ._models import (
@@ -61,8 +62,13 @@ from ._periodic import Periodics
 from ._ratelimit import RateLimiter
 from ._retry import Retry
 from ._task import JobOptions, Submission, Task
+from ._telemetry import GLOBAL_PROVIDERS, Telemetry, TraceContext
 from ._workflow import Workflow, plan, summarize
 from .abc import Storage
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import Tracer, TracerProvider
 
 __all__ = ["Queue"]
 
@@ -148,6 +154,16 @@ class Queue:
     ``async with Queue(...)`` opens and closes the storage; without it, the storage is
     opened on first use. ``tenant_limits`` caps how many jobs of each tenant run at once
     (see :attr:`tenant_limits`).
+
+    ``hooks`` are execution hooks (:class:`hyperqueue.abc.ExecutionHook`) wrapped around
+    each run of a job by every worker of this queue. OpenTelemetry: spans and metrics go
+    to ``tracer_provider`` / ``meter_provider`` when given, else to the global ones once
+    an application sets them (nothing is recorded or spent before);
+    ``trace_context`` (``"link"``) says how a run's span refers to the context its job
+    was created in (``"parent"``: as its parent); ``instrument=False`` turns it off.
+    ``metrics_interval`` (15 s) is how often the depth and lag gauges are read from the
+    storage, while a meter provider is configured and the queue is open with ``async
+    with``.
     """
 
     def __init__(
@@ -161,6 +177,12 @@ class Queue:
         tenant_limits: Mapping[str, int] | None = None,
         tenant_quotas: Mapping[str, int] | None = None,
         relay_interval: float = 0.05,
+        hooks: Sequence[ExecutionHook] = (),
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
+        trace_context: TraceContext = "link",
+        instrument: bool = True,
+        metrics_interval: float = 15.0,
     ) -> None:
         self.storage: Storage = storage if storage is not None else MemoryStorage()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -185,6 +207,22 @@ class Queue:
             else BreakerRegistry(clock=self.clock, events=self.events)
         )
         self.tasks: dict[str, Task[Any, Any]] = {}
+        self.hooks: list[ExecutionHook] = list(hooks)
+        """Execution hooks of every worker of this queue, outermost first; a worker
+        started later takes the list as it is then."""
+        if not metrics_interval > 0:
+            raise ValueError("metrics_interval must be > 0 seconds")
+        self.metrics_interval = metrics_interval
+        self.telemetry = Telemetry(
+            clock=self.clock,
+            breakers=self.breakers,
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            trace_context=trace_context,
+            enabled=instrument,
+        )
+        """The OpenTelemetry instrumentation (see :mod:`hyperqueue._telemetry`)."""
+        self._own_tracer = instrument and tracer_provider is not None
         self._new_id = IdFactory()
         self._opened = False
         self._waiters: dict[str, list[Any]] = {}  # job id -> [event, number of waiters]
@@ -214,6 +252,8 @@ class Queue:
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             tg.start_soon(self._relay, name="hyperqueue event relay")
+            if self.telemetry.enabled:
+                tg.start_soon(self._read_backlog, name="hyperqueue metrics")
             self._stack = stack.pop_all()
         return self
 
@@ -433,6 +473,20 @@ class Queue:
         )
 
     async def _store(self, jobs: list[Job], now: float) -> list[Enqueued]:
+        if self._own_tracer or (
+            GLOBAL_PROVIDERS.configured() and GLOBAL_PROVIDERS.tracer is not None
+        ):
+            tracer = self.telemetry.tracer()
+            if tracer is not None:
+                return await self._store_traced(tracer, jobs, now)
+        return await self._store_now(jobs, now)
+
+    async def _store_traced(self, tracer: Tracer, jobs: list[Job], now: float) -> list[Enqueued]:
+        """Store ``jobs`` inside their producer spans, each with its trace context."""
+        with self.telemetry.sending(tracer, jobs) as traced:
+            return await self._store_now(traced, now)
+
+    async def _store_now(self, jobs: list[Job], now: float) -> list[Enqueued]:
         if not self._opened:
             await self.open()
         stored = await self.storage.enqueue(
@@ -472,6 +526,13 @@ class Queue:
                 created_at=now,
                 run_at=now,
             )
+        # no tracer: two attribute reads (the API's global provider, a given one)
+        if self._own_tracer or (
+            GLOBAL_PROVIDERS.configured() and GLOBAL_PROVIDERS.tracer is not None
+        ):
+            tracer = self.telemetry.tracer()
+            if tracer is not None:
+                return (await self._store_traced(tracer, [job], now))[0].job
         if not self._opened:
             await self.open()
         stored = await self.storage.enqueue(
@@ -578,9 +639,16 @@ class Queue:
         )
         if not self._opened:
             await self.open()
-        await self.storage.enqueue_workflow(
-            record, jobs, now=now, max_queued=self.tenant_quotas or None
-        )
+        tracer = self.telemetry.tracer()
+        if tracer is not None:
+            with self.telemetry.sending(tracer, jobs) as jobs:
+                await self.storage.enqueue_workflow(
+                    record, jobs, now=now, max_queued=self.tenant_quotas or None
+                )
+        else:
+            await self.storage.enqueue_workflow(
+                record, jobs, now=now, max_queued=self.tenant_quotas or None
+            )
         if self.events.active:
             for job in jobs:
                 self.events.publish(JobEnqueued(at=now, job=job))
@@ -881,6 +949,16 @@ class Queue:
                 if self.events.active:
                     self.events.publish(job_event(entry))
 
+    async def _read_backlog(self) -> None:
+        """Read the pending jobs per queue for the depth and lag gauges, every
+        ``metrics_interval`` seconds while a meter provider is configured."""
+        telemetry = self.telemetry
+        while True:
+            if telemetry.instruments() is not None:
+                telemetry.backlog = await _quietly(self.storage.backlog(), telemetry.backlog)
+                telemetry.backlog_at = self.clock.now()
+            await anyio.sleep(self.metrics_interval)
+
     # -- periodic jobs -----------------------------------------------------------------
 
     def periodic(
@@ -960,6 +1038,7 @@ class Queue:
         prefetch: int = 0,
         name: str | None = None,
         modes: ModeController | None = None,
+        hooks: Sequence[ExecutionHook] = (),
     ) -> Worker:
         """A pool running this queue's jobs; ``async with`` starts it and drains it.
 
@@ -978,6 +1057,9 @@ class Queue:
         pool to claim (read-only and maintenance stop claiming; running jobs finish).
         The pool registers itself on the storage with its tasks, so every process
         sees who serves what (:meth:`Queue.workers`).
+
+        ``hooks``: execution hooks (:class:`hyperqueue.abc.ExecutionHook`) around each
+        run in this pool, inside the queue's own :attr:`hooks`.
         """
         return Worker(
             self,
@@ -988,6 +1070,7 @@ class Queue:
             prefetch=prefetch,
             name=name,
             modes=modes,
+            hooks=hooks,
         )
 
     def __repr__(self) -> str:

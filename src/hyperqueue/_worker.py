@@ -42,6 +42,7 @@ from ._events import (
     JobRetrying,
     JobStarted,
 )
+from ._hooks import ExecutionHook, JobRun, RunOutcome, enter_hooks, exit_hooks
 from ._json import to_json_form
 from ._models import Job, JobStatus, Outcome, WorkerInfo
 from ._modes import ModeController, Operation
@@ -136,6 +137,7 @@ class Worker:
         name: str | None,
         prefetch: int = 0,
         modes: ModeController | None = None,
+        hooks: Sequence[ExecutionHook] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -147,6 +149,13 @@ class Worker:
             raise ValueError("drain_timeout must be >= 0 seconds")
         self._queue = queue
         self._modes = modes
+        self.hooks: tuple[ExecutionHook, ...] = (*queue.hooks, *hooks)
+        """The execution hooks around each run: the queue's, then the pool's own (the
+        OpenTelemetry hook goes outside them when an SDK is configured)."""
+        self._telemetry = queue.telemetry
+        self._wrap: tuple[ExecutionHook, ...] = self.hooks
+        """The hooks for the jobs of the latest claim: decided once per claim, so a run
+        with no hook and no SDK spends one attribute read on them."""
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.queues = tuple(queues) if queues is not None else None
@@ -397,6 +406,8 @@ class Worker:
                     await self._release(jobs)
                     return
                 if jobs:
+                    telemetry = self._telemetry
+                    self._wrap = (telemetry.hook, *self.hooks) if telemetry.active else self.hooks
                     self._buffer.extend(jobs)
                     return
                 await self._wait_for_work(listener)
@@ -439,7 +450,13 @@ class Worker:
         task = queue.tasks.get(job.task)
         self._busy += 1
         runner.job = job
+        run: JobRun | None = None
+        entered: list[Any] = []
         try:
+            hooks = self._wrap
+            if hooks:  # else no record is built and nothing is called
+                run = JobRun(job, self.name)
+                await enter_hooks(hooks, run, entered)
             try:
                 if task is None:  # unregistered since the claim: leave it to another worker
                     raise _Deferred(queue.clock.now() + _UNKNOWN_TASK_WAIT)
@@ -478,6 +495,8 @@ class Worker:
                 except Exception as exc:
                     if breaker is not None:
                         breaker.record_failure(exc)
+                    if run is not None:
+                        run.error = exc
                     raise
                 except BaseException:
                     if breaker is not None:
@@ -516,10 +535,25 @@ class Worker:
                 self._counts["deferred"] += 1
             except _BadInput as exc:  # retrying cannot change a parent's result
                 outcome = Outcome(id=job.id, token=job.token, status=_FAILED, error=str(exc))
+                if run is not None:
+                    run.error = exc
             except Exception as exc:
                 outcome = self._failure(job, task, exc)
+                if run is not None and run.error is None:
+                    run.error = exc
             runner.job = None
             self._outcomes.append((outcome, job))
+            if run is not None:
+                run.outcome = _outcome_name(outcome)
+                run.run_at = outcome.run_at
+                if entered:
+                    await exit_hooks(entered, run, run.error)
+        except BaseException as exc:  # cancelled (drain, lost lease, cancel) or a bug
+            if entered and run is not None and run.outcome is None:
+                run.outcome = "interrupted"
+                with anyio.CancelScope(shield=True):
+                    await exit_hooks(entered, run, exc)
+            raise
         finally:
             self._busy -= 1
             if self._stopping and not self._busy:
@@ -768,6 +802,17 @@ async def _first(*waits: Callable[[], Awaitable[Any]]) -> None:
 
         for wait in waits:
             tg.start_soon(race, wait)
+
+
+def _outcome_name(outcome: Outcome) -> RunOutcome:
+    status = outcome.status
+    if status is _COMPLETED:
+        return "completed"
+    if status is _FAILED:
+        return "failed"
+    if status is _PENDING:
+        return "deferred" if outcome.released else "retry"
+    return "interrupted"
 
 
 def _released(job: Job, *, run_at: float | None = None) -> Outcome:

@@ -1,4 +1,6 @@
-"""Extension points: the storage protocol that every backend implements.
+"""Extension points: the storage protocol that every backend implements, and the
+execution hooks that take part in each run of a job (:class:`ExecutionHook`, which gets
+a :class:`JobRun`; see :mod:`hyperqueue._hooks` for the rules).
 
 Storage is the single source of truth for job state. It is batch-first: every call that
 changes jobs takes many at once, so a backend with round trips (SQLite, PostgreSQL) can
@@ -17,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from ._clock import Clock
+from ._hooks import ExecutionHook, JobRun, RunOutcome
 from ._models import (
     Job,
     JobStatus,
@@ -29,7 +32,7 @@ from ._models import (
     WorkflowRecord,
 )
 
-__all__ = ["Clock", "Storage", "WorkListener"]
+__all__ = ["Clock", "ExecutionHook", "JobRun", "RunOutcome", "Storage", "WorkListener"]
 
 
 @runtime_checkable

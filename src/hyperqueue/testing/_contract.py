@@ -84,6 +84,36 @@ class StorageContract(ScheduleContract, WorkflowContract):
         assert await storage.get(job.id) == job
         assert await storage.get("no-such-id") is None
 
+    async def test_headers_round_trip_through_every_read(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        """A job's message headers (the W3C trace context of the span that enqueued it)
+        are kept as given, through enqueue, get, claim, finish, listing and the event
+        log, so a worker in another process or host joins the producer's trace."""
+        headers = {
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "tracestate": "vendor=t61rcWkgMzE",
+            "baggage": "tenant=acme,user=%C3%A9",
+        }
+        job = make(headers=headers)
+        plain = make()
+        after = await storage.last_event_id()
+        [stored, _] = await storage.enqueue([job, plain], now=T0, key_ttl=None)
+        assert stored.headers == headers
+        assert (await storage.get(job.id)) == job
+        assert (await storage.get(plain.id)) == plain  # no headers: an empty dict
+        claimed = {j.id: j for j in await _claim(storage)}
+        assert claimed[job.id].headers == headers
+        assert claimed[plain.id].headers == {}
+        [done, _] = await storage.finish(
+            [_done(claimed[job.id]), _done(claimed[plain.id])], now=T0 + 1
+        )
+        assert done is not None and done.headers == headers
+        listed = {j.id: j for j in (await storage.list()).items}
+        assert listed[job.id].headers == headers
+        events = await storage.read_events(after=after)
+        assert {e.job.id: e.job.headers for e in events}[job.id] == headers
+
     async def test_enqueue_many_returns_one_job_per_input_in_order(
         self, storage: Storage, make: _Maker
     ) -> None:

@@ -44,23 +44,19 @@ def test_client_names_follow_another_prefix() -> None:
     assert load_config(env=env, env_prefix="APP_").workers.prefetch == 3
 
 
-def test_postgres_is_refused_as_not_implemented_with_or_without_a_dsn() -> None:
-    for storage in ({"kind": "postgres"}, {"kind": "postgres", "dsn": "postgresql://db/hq"}):
-        with pytest.raises(ConfigError) as info:
-            parse_config({"storage": storage}, source="hq.toml")
-        assert info.value.path == "storage.kind"
-        assert "'postgres' is not implemented yet" in info.value.reason
-        assert info.value.source == "hq.toml"
+def test_postgres_needs_a_dsn_and_only_postgres_takes_one() -> None:
+    config = parse_config({"storage": {"kind": "postgres", "dsn": "postgresql://db/hq"}})
+    assert (config.storage.kind, config.storage.dsn) == ("postgres", "postgresql://db/hq")
     with pytest.raises(ConfigError) as info:
-        load_config(env={"HYPERQUEUE_STORAGE__KIND": "postgres"})
-    assert info.value.source == "HYPERQUEUE_STORAGE__KIND"
-
-
-def test_storage_dsn_is_refused_with_its_reason() -> None:
+        parse_config({"storage": {"kind": "postgres"}}, source="hq.toml")
+    assert info.value.path == "storage.dsn" and "required" in info.value.reason
+    assert info.value.source == "hq.toml"
     with pytest.raises(ConfigError) as info:
         parse_config({"storage": {"kind": "sqlite", "dsn": "postgresql://db/hq"}})
     assert info.value.path == "storage.dsn"
-    assert "removed" in info.value.reason
+    assert "only a 'postgres' storage uses it" in info.value.reason
+    env = {"HYPERQUEUE_STORAGE__KIND": "postgres", "HYPERQUEUE_STORAGE__DSN": "postgresql://h/d"}
+    assert load_config(env=env).storage.dsn == "postgresql://h/d"
 
 
 def test_memory_storage_needs_no_path() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from litestar import get
 from litestar.params import FromPath
+from litestar.response import ServerSentEvent
 from prometheus_client.parser import text_string_to_metric_families
 
 import hyperqueue as hq
@@ -97,3 +100,45 @@ async def test_slow_requests_are_counted_and_published(
     ]
     assert sample(text, "hyperqueue_http_slow_requests_total", route="/slow/{n}") == 1
     assert sample(text, "hyperqueue_http_request_duration_seconds_count", route="/slow/{n}") == 2
+
+
+async def test_an_event_stream_is_counted_but_never_slow(
+    queue: hq.Queue, clock: FakeClock, serve: Any
+) -> None:
+    @get("/stream")
+    async def stream() -> ServerSentEvent:
+        async def events() -> AsyncIterator[str]:
+            yield "one"
+            await clock.advance(30.0)  # a client that listened for 30 s, then left
+            yield "two"
+
+        return ServerSentEvent(events())
+
+    @get("/slow")
+    async def slow() -> int:
+        await clock.advance(1.0)
+        return 1
+
+    seen: list[SlowRequest] = []
+    queue.events.subscribe(seen.append, SlowRequest)
+    metrics = Metrics(queue, slow_request_ms=250)
+    app = create_app(queue, workers=False, plugins=[metrics], route_handlers=[stream, slow])
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lines.append  # type: ignore[method-assign]
+    logger = logging.getLogger("hyperqueue.server")
+    logger.addHandler(handler)  # the app's logging set-up replaces the root's handlers
+    try:
+        async with serve(app) as client:
+            assert "two" in (await client.get("/stream")).text
+            assert (await client.get("/slow")).status_code == 200
+            text = (await client.get("/metrics")).text
+    finally:
+        logger.removeHandler(handler)
+    assert [e.route for e in seen] == ["/slow"]
+    assert sample(text, "hyperqueue_http_requests_total", route="/stream") == 1
+    assert sample(text, "hyperqueue_http_slow_requests_total", route="/stream") == 0
+    assert sample(text, "hyperqueue_http_request_duration_seconds_count", route="/stream") == 0
+    assert sample(text, "hyperqueue_http_slow_requests_total", route="/slow") == 1
+    slow_lines = [r for r in lines if r.getMessage().startswith("slow request")]
+    assert [r.getMessage().split(" answered")[0] for r in slow_lines] == ["slow request: GET /slow"]

@@ -358,12 +358,12 @@ def test_client_variables_do_not_break_serve_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("no_hyperqueue_env")
-def test_postgres_storage_is_refused_naming_the_key() -> None:
+def test_postgres_storage_without_a_dsn_is_refused_naming_the_key() -> None:
     result = CliRunner().invoke(
         main, ["serve", "--check"], env={"HYPERQUEUE_STORAGE__KIND": "postgres"}
     )
     assert result.exit_code == 2
-    assert "storage.kind: 'postgres' is not implemented yet" in result.output
+    assert "storage.dsn: required when kind is 'postgres'" in result.output
 
 
 def test_status_sends_the_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

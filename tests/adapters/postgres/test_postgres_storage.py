@@ -1,0 +1,294 @@
+"""PostgresStorage beyond the contract: transactional enqueue, LISTEN/NOTIFY wake-up and
+its polling fallback, event ids in commit order, concurrent migration, tenant caps
+across storage objects, and the errors of an unreachable database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import anyio
+import asyncpg
+import pytest
+
+import hyperqueue as hq
+from hyperqueue import Job, JobStatus
+from hyperqueue._ids import IdFactory
+from hyperqueue.abc import WorkListener
+from hyperqueue_postgres import SCHEMA_VERSION, PostgresStorage, _sql
+
+pytestmark = pytest.mark.anyio
+T0 = 1_700_000_000.0
+_ids = IdFactory()
+
+
+def make(task: str = "t", **fields: object) -> Job:
+    return Job(id=_ids(T0), task=task, created_at=T0, run_at=T0, **fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def storage(pg_dsn: str) -> AsyncIterator[PostgresStorage]:
+    storage = PostgresStorage(pg_dsn, poll_interval=30)  # no poll: only a notify wakes
+    await storage.open()
+    yield storage
+    await storage.aclose()
+
+
+@pytest.fixture
+async def other(pg_dsn: str, storage: PostgresStorage) -> AsyncIterator[PostgresStorage]:
+    """A second storage object on the same database: another process, as far as the
+    database can tell (its own pool and connections)."""
+    other = PostgresStorage(pg_dsn, poll_interval=30)
+    await other.open()
+    yield other
+    await other.aclose()
+
+
+# -- transactional enqueue ---------------------------------------------------------------
+
+
+async def test_enqueue_on_the_callers_connection_exists_exactly_when_it_commits(
+    storage: PostgresStorage, pg_dsn: str
+) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        kept, dropped = make(), make()
+        async with conn.transaction():
+            await conn.execute("CREATE TABLE orders (id int)")
+            await storage.enqueue([kept], now=T0, key_ttl=None, connection=conn)
+            assert await storage.get(kept.id) is None  # not committed: nobody sees it
+        assert await storage.get(kept.id) == kept
+        before = await storage.last_event_id()
+
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("INSERT INTO orders VALUES (1)")
+        await storage.enqueue([dropped], now=T0, key_ttl=None, connection=conn)
+        await tx.rollback()
+        assert await storage.get(dropped.id) is None
+        assert await conn.fetchval("SELECT count(*) FROM orders") == 0
+        assert await storage.read_events(after=before) == []  # its event went with it
+        assert (await storage.counts())["default"][JobStatus.PENDING] == 1
+        [claimed] = await storage.claim(None, limit=10, now=T0, lease=30, worker="w")
+        assert claimed.id == kept.id
+    finally:
+        await conn.close()
+
+
+# -- wake-up ---------------------------------------------------------------------------
+
+
+async def _wait_and_time(listener: WorkListener, woke: list[float]) -> None:
+    await listener.wait()
+    woke.append(time.perf_counter())
+
+
+async def test_notify_wakes_an_idle_listener_of_another_storage_within_milliseconds(
+    storage: PostgresStorage, other: PostgresStorage
+) -> None:
+    async with storage.listen() as listener:
+        listener.clear()
+        for _ in range(3):
+            woke: list[float] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_wait_and_time, listener, woke)
+                await anyio.sleep(0.05)  # idle, waiting (its poll is 30 s away)
+                assert not woke
+                sent = time.perf_counter()
+                await other.enqueue([make()], now=T0, key_ttl=None)
+            latency = woke[0] - sent
+            assert latency < 0.1, f"woken {latency * 1000:.1f} ms after the enqueue returned"
+            listener.clear()
+
+
+async def test_a_lost_notification_is_covered_by_the_poll(pg_dsn: str) -> None:
+    """A listener whose LISTEN connection died (or a storage with ``notify=False``,
+    for PgBouncer in transaction mode) still returns every ``poll_interval``."""
+    admin = await asyncpg.connect(pg_dsn)
+    poller = PostgresStorage(pg_dsn, poll_interval=0.05)
+    quiet = PostgresStorage(pg_dsn, notify=False, poll_interval=0.05)
+    producer = PostgresStorage(pg_dsn, notify=False)  # sends no notification at all
+    try:
+        for s in (poller, quiet, producer):
+            await s.open()
+        async with poller.listen() as a, quiet.listen() as b:
+            assert quiet._listen_conn is None
+            pid = poller._listen_conn.get_server_pid()
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+            a.clear()
+            b.clear()
+            await producer.enqueue([make()], now=T0, key_ttl=None)
+            with anyio.fail_after(2):
+                await a.wait()
+                await b.wait()
+            # the lost LISTEN connection is opened again by an idle wait
+            with anyio.fail_after(5):
+                while not poller._is_listening() or poller._listen_conn.get_server_pid() == pid:
+                    a.clear()
+                    await a.wait()
+    finally:
+        for s in (poller, quiet, producer):
+            await s.aclose()
+        await admin.close()
+
+
+async def test_a_worker_on_another_storage_runs_a_job_at_once(
+    storage: PostgresStorage, other: PostgresStorage
+) -> None:
+    consumer = hq.Queue(storage)
+    producer = hq.Queue(other)
+    for queue in (consumer, producer):
+
+        @queue.task
+        async def add(a: int, b: int) -> int:
+            return a + b
+
+    async with consumer, producer, consumer.worker(concurrency=2):
+        await anyio.sleep(0.05)  # the worker is idle
+        job = await producer.tasks["add"].enqueue(1, 2)
+        with anyio.fail_after(5):  # well under its 30 s poll: the notify woke it
+            while (done := await other.get(job.id)) is None or not done.status.is_final:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert done.status is JobStatus.COMPLETED and done.result == 3
+
+
+# -- the event log ---------------------------------------------------------------------
+
+
+async def test_an_event_committed_later_is_not_skipped_by_a_reader(
+    storage: PostgresStorage, other: PostgresStorage, pg_dsn: str
+) -> None:
+    """Ids follow commit order: a transaction that wrote first but commits last still
+    gets an id after everything a reader has already seen."""
+    start = await storage.last_event_id()
+    slow, fast = make(), make()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await storage.enqueue([slow], now=T0, key_ttl=None, connection=conn)  # written first
+        await other.enqueue([fast], now=T0, key_ttl=None)  # committed first
+        seen = await storage.read_events(after=start)
+        assert [e.job.id for e in seen] == [fast.id]
+        await tx.commit()
+    finally:
+        await conn.close()
+    later = await storage.read_events(after=seen[-1].id)
+    assert [e.job.id for e in later] == [slow.id]
+    assert later[0].id > seen[-1].id
+    assert await other.last_event_id() == later[0].id
+
+
+# -- many processes on one database ------------------------------------------------------
+
+
+async def test_concurrent_opens_migrate_once(pg_dsn: str) -> None:
+    storages = [PostgresStorage(pg_dsn) for _ in range(4)]
+    async with anyio.create_task_group() as tg:
+        for s in storages:
+            tg.start_soon(s.open)
+    try:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            assert await conn.fetch("SELECT version FROM hq_schema") == [(SCHEMA_VERSION,)]
+        finally:
+            await conn.close()
+        await storages[0].open()  # twice is harmless
+    finally:
+        for s in storages:
+            await s.aclose()
+
+
+async def test_tenant_cap_holds_across_storage_objects(
+    storage: PostgresStorage, other: PostgresStorage
+) -> None:
+    await storage.enqueue([make(tenant="acme") for _ in range(20)], now=T0, key_ttl=None)
+    got: list[Job] = []
+
+    async def claimer(s: PostgresStorage, name: str) -> None:
+        got.extend(
+            await s.claim(None, limit=5, now=T0, lease=30, worker=name, max_running={"acme": 3})
+        )
+
+    async with anyio.create_task_group() as tg:
+        for n in range(8):
+            tg.start_soon(claimer, storage if n % 2 else other, f"w{n}")
+    assert len(got) == 3
+    assert (await storage.counts())["default"][JobStatus.RUNNING] == 3
+
+
+async def test_newer_schema_is_refused(pg_dsn: str) -> None:
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute("CREATE TABLE hq_schema (version integer NOT NULL)")
+        await conn.execute("INSERT INTO hq_schema VALUES (99)")
+    finally:
+        await conn.close()
+    with pytest.raises(hq.StorageError, match="newer"):
+        await PostgresStorage(pg_dsn).open()
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+async def test_an_unreachable_server_is_a_clear_storage_error(anyio_backend: str) -> None:
+    storage = PostgresStorage("postgresql://hq:secret@127.0.0.1:1/jobs", connect_timeout=3)
+    with pytest.raises(hq.StorageError) as caught:
+        await storage.open()
+    message = str(caught.value)
+    assert "127.0.0.1:1/jobs" in message and "cannot connect" in message
+    assert "secret" not in message
+    with pytest.raises(hq.StorageError, match="not open"):
+        await storage.get("x")
+
+
+async def test_a_missing_database_is_named(pg_dsn: str) -> None:
+    dsn = pg_dsn.rpartition("/")[0] + "/hq_no_such_database"
+    with pytest.raises(hq.StorageError, match="does not exist"):
+        await PostgresStorage(dsn).open()
+
+
+# -- counts ------------------------------------------------------------------------------
+
+
+async def test_counts_are_exact_before_and_after_folding(storage: PostgresStorage) -> None:
+    """Counts are per-transaction deltas summed on read; folding them changes nothing."""
+    for n in range(30):
+        await storage.enqueue(
+            [make(f"t{n % 3}", queue=f"q{n % 2}") for _ in range(3)], now=T0, key_ttl=None
+        )
+    claimed = await storage.claim(None, limit=40, now=T0, lease=30, worker="w")
+    outcomes = [
+        hq.Outcome(id=j.id, token=j.token, status=JobStatus.COMPLETED) for j in claimed[:25]
+    ]
+    await storage.finish(outcomes, now=T0)
+    await storage.cancel(claimed[30].id, now=T0)
+
+    async def truth(conn: asyncpg.Connection) -> dict[str, dict[JobStatus, int]]:
+        rows = await conn.fetch("SELECT queue, status, count(*) FROM hq_jobs GROUP BY 1, 2")
+        out: dict[str, dict[JobStatus, int]] = {}
+        for queue, status, n in rows:
+            out.setdefault(queue, dict.fromkeys(JobStatus, 0))[JobStatus(status)] = n
+        return out
+
+    expected = await storage._run("test", truth)
+    assert await storage.counts() == expected
+    await storage._run("test", _sql.fold_counts, 0)
+    assert await storage._run("test", _rows_of_counts) <= 2 * 3 * 5
+    assert await storage.counts() == expected
+
+
+async def _rows_of_counts(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM hq_job_counts"))
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_trio_is_refused_with_a_clear_error(anyio_backend: str) -> None:
+    with pytest.raises(RuntimeError, match="asyncio only"):
+        await PostgresStorage("postgresql://postgres@127.0.0.1:5432/test").open()
+
+
+async def test_a_value_jsonb_cannot_hold_is_a_storage_error(storage: PostgresStorage) -> None:
+    with pytest.raises(hq.StorageError, match="enqueuing failed"):
+        await storage.enqueue([make(args=("nul \x00 inside",))], now=T0, key_ttl=None)
+    assert (await storage.list()).items == []
