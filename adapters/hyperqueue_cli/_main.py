@@ -434,12 +434,13 @@ def worker(
     """
     import anyio
 
-    from ._server import describe_workers, worker_settings
+    from ._server import describe_workers, watch_slow_jobs, worker_settings
 
     config = _config(config_path)
     _observe(config, otel=otel, service="hyperqueue-worker")
     queue = _queue(app)
     where, warning = use_storage(queue, config.storage, db, dsn)
+    watch_slow_jobs(queue, config)
     check_storage(queue.storage, "worker")
     settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
     for name, quota in config.tenants.items():  # the app's own caps stay if tighter

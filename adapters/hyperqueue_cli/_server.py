@@ -227,6 +227,7 @@ def build_server(
     if warning:
         warnings.append(warning)
     workers = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
+    watch_slow_jobs(queue, config)
     max_body = config.server.max_body_bytes
 
     auth = Auth.from_config(queue, config, max_body_size=max_body)
@@ -316,3 +317,10 @@ def _postgres_dsn(storage: object) -> str | None:
     except ImportError:
         return None
     return storage.dsn if isinstance(storage, PostgresStorage) else None
+
+
+def watch_slow_jobs(queue: hq.Queue, config: Config) -> None:
+    """Report runs of ``workers.slow_job_seconds`` or more (see :class:`hq.SlowJobs`)."""
+    after = config.workers.slow_job_seconds
+    if after is not None and not any(isinstance(h, hq.SlowJobs) for h in queue.hooks):
+        queue.hooks.append(hq.SlowJobs(queue, after=after))

@@ -79,6 +79,7 @@ from ._ratelimit import RateLimiter, RateLimitExceeded, RateLimitResult
 from ._retry import Attempt, Retry, retry
 from ._run import run_worker
 from ._services import Service, ServiceStats, Supervisor
+from ._slow import SlowJob, SlowJobs
 from ._task import JobOptions, Submission, Task, TaskCall
 from ._telemetry import Telemetry
 from ._worker import Worker, WorkerStats, current_job, report_progress
@@ -153,6 +154,8 @@ __all__ = [
     "ScheduleNotFound",
     "Service",
     "ServiceStats",
+    "SlowJob",
+    "SlowJobs",
     "Step",
     "StepHandle",
     "StorageError",

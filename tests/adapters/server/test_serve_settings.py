@@ -529,3 +529,13 @@ async def test_templates_from_the_config_apply_to_submissions(serve_app: Serve) 
         )
         assert unknown.status_code == 422
         assert "unknown template 'weekly'" in unknown.json()["detail"]
+
+
+def test_slow_job_seconds_adds_the_slow_jobs_hook(tmp_path: Path) -> None:
+    queue = demo_queue()
+    plain = build_server(parse_config({}), queue, db=tmp_path / "a.db")
+    assert not any(isinstance(h, hq.SlowJobs) for h in plain.queue.hooks)
+    config = parse_config({"workers": {"slow_job_seconds": 2.5}})
+    plan = build_server(config, demo_queue(), db=tmp_path / "b.db")
+    [slow] = [h for h in plan.queue.hooks if isinstance(h, hq.SlowJobs)]
+    assert slow.after == 2.5
