@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         RetentionSettings,
         WorkerSettings,
     )
+    from hyperqueue_postgres import PostgresStorage
     from hyperqueue_sqlite import RetentionPolicy, SQLiteStorage
 
 __all__ = ["Retention", "ServerPlan", "build_server", "retention_policy", "worker_settings"]
@@ -86,11 +87,17 @@ def retention_policy(settings: RetentionSettings) -> RetentionPolicy:
 
 
 class Retention(InitPlugin):
-    """Enforces a :class:`~hyperqueue_sqlite.RetentionPolicy` on a SQLite storage for the
-    app's lifespan: ``hyperqueue_sqlite.maintenance_service`` (prune, archive first when
-    a folder is named, prune harder and vacuum when the disk is low, ``PRAGMA optimize``)
+    """Enforces a :class:`~hyperqueue_sqlite.RetentionPolicy` for the app's lifespan,
     under a :class:`hyperqueue.Supervisor`, at start and then every ``interval`` seconds
     (plus up to 10 % jitter). A failed run is logged and retried with backoff.
+
+    - On a SQLite storage: ``hyperqueue_sqlite.maintenance_service`` (prune, archive
+      first when a folder is named, prune harder and vacuum when the disk is low,
+      ``PRAGMA optimize``).
+    - On a PostgreSQL storage: ``hyperqueue_postgres.retention_service`` with the
+      policy's ``keep_for`` and ``archive_dir`` only. The disk-space part
+      (``min_free_bytes``, ``low_disk_keep_for``) is about SQLite's file on this host;
+      a PostgreSQL server's disk is not this process's to watch, so it is not applied.
 
     Add it after the :class:`~hyperqueue_litestar.HyperqueuePlugin` (``create_app``'s
     ``plugins=``): its lifespan then runs inside the plugin's, while the storage is open.
@@ -101,7 +108,7 @@ class Retention(InitPlugin):
 
     def __init__(
         self,
-        storage: SQLiteStorage,
+        storage: SQLiteStorage | PostgresStorage,
         policy: RetentionPolicy,
         *,
         interval: float = 3600.0,
@@ -119,15 +126,27 @@ class Retention(InitPlugin):
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
-        from hyperqueue_sqlite import maintenance_service
+        from hyperqueue_sqlite import SQLiteStorage, maintenance_service
 
-        service = maintenance_service(
-            self.storage,
-            policy=self.policy,
-            interval=self.interval,
-            clock=self.clock,
-            name="retention",
-        )
+        if isinstance(self.storage, SQLiteStorage):
+            service = maintenance_service(
+                self.storage,
+                policy=self.policy,
+                interval=self.interval,
+                clock=self.clock,
+                name="retention",
+            )
+        else:
+            from hyperqueue_postgres import retention_service
+
+            service = retention_service(
+                self.storage,
+                keep_for=self.policy.keep_for,
+                archive_dir=self.policy.archive_dir,
+                interval=self.interval,
+                clock=self.clock,
+                name="retention",
+            )
         async with hq.Supervisor(clock=self.clock) as supervisor:
             self.service = supervisor.add(service)
             yield
@@ -143,7 +162,7 @@ class Retention(InitPlugin):
         text = f"finished jobs pruned after {policy.keep_for / _DAY:g} days"
         if policy.archive_dir:
             text += f", archived to {policy.archive_dir}"
-        if policy.min_free_bytes:
+        if policy.min_free_bytes and _postgres_storage(self.storage) is None:
             text += (
                 f" ({policy.low_disk_keep_for / 3600:g} h under "
                 f"{policy.min_free_bytes // _MiB} MiB free disk)"
@@ -235,7 +254,8 @@ def build_server(
     metrics = Metrics(queue, slow_request_ms=config.server.slow_request_ms)
     storage = queue.storage
     sqlite = storage.path if isinstance(storage, SQLiteStorage) else None
-    postgres = _postgres_dsn(storage)  # the whole server on PostgreSQL: no SQLite file
+    pg_storage = _postgres_storage(storage)
+    postgres = None if pg_storage is None else pg_storage.dsn  # the whole server on it
     audit_sink: Any = MemoryAuditSink()
     store: Any = MemoryConfigStore()
     if sqlite:
@@ -261,6 +281,14 @@ def build_server(
     if isinstance(storage, SQLiteStorage):
         retention = Retention(
             storage,
+            retention_policy(config.retention),
+            interval=config.retention.interval_seconds,
+            clock=queue.clock,
+        )
+        plugins.append(retention)
+    elif pg_storage is not None:  # keep_for and archive_dir: the disk rule is SQLite's
+        retention = Retention(
+            pg_storage,
             retention_policy(config.retention),
             interval=config.retention.interval_seconds,
             clock=queue.clock,
@@ -310,13 +338,14 @@ def build_server(
     )
 
 
-def _postgres_dsn(storage: object) -> str | None:
-    """The DSN of a PostgreSQL storage (None for any other, or without the extra)."""
+def _postgres_storage(storage: object) -> PostgresStorage | None:
+    """``storage`` if it is a PostgreSQL storage (None for any other, or without the
+    extra)."""
     try:
         from hyperqueue_postgres import PostgresStorage
     except ImportError:
         return None
-    return storage.dsn if isinstance(storage, PostgresStorage) else None
+    return storage if isinstance(storage, PostgresStorage) else None
 
 
 def watch_slow_jobs(queue: hq.Queue, config: Config) -> None:

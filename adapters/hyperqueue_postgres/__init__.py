@@ -15,7 +15,18 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     ) from exc
 
 from ._config_store import ConfigStore
+from ._retention import PruneReport, read_archive, retention_service
 from ._schema import SCHEMA_VERSION
 from ._storage import PostgresStorage
+from ._transactional import enqueue_in, enqueue_many_in
 
-__all__ = ["SCHEMA_VERSION", "ConfigStore", "PostgresStorage"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfigStore",
+    "PostgresStorage",
+    "PruneReport",
+    "enqueue_in",
+    "enqueue_many_in",
+    "read_archive",
+    "retention_service",
+]

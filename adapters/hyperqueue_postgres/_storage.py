@@ -32,10 +32,12 @@ import asyncio
 import builtins
 import contextlib
 import logging
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
@@ -55,7 +57,8 @@ from hyperqueue import (
     WorkflowRecord,
 )
 
-from . import _events, _schedules, _sql, _workflows
+from . import _events, _retention, _schedules, _sql, _workflows
+from ._retention import PruneReport
 from ._schema import LOCK_CLASS, migrate
 from ._tx import CHANNEL, Tx
 
@@ -495,6 +498,64 @@ class PostgresStorage:
 
     async def last_event_id(self) -> int:
         return await self._run("reading events", _events.last_event_id)
+
+    # -- retention ---------------------------------------------------------------------
+
+    async def prune(
+        self,
+        *,
+        older_than: float,
+        now: float,
+        archive_dir: str | os.PathLike[str] | None = None,
+        batch: int = 1000,
+    ) -> PruneReport:
+        """Delete jobs that finished more than ``older_than`` seconds before ``now``.
+
+        Jobs go ``batch`` at a time (default 1,000), in id order (creation order) within
+        each final status; each batch is one transaction that locks its jobs, writes
+        them to their own gzip JSON-lines file in ``archive_dir`` when one is given
+        (the SQLite adapter's format: :func:`~hyperqueue_postgres.read_archive`), then
+        deletes them. The steps of a workflow that still has pending or running steps
+        stay (their results may be inputs still to come); a workflow goes with its
+        last step. Expired idempotency keys are forgotten, and event log entries older
+        than the cutoff deleted, except the newest (its id is the largest, so no id is
+        ever handed out twice). Processes may prune one database at once: they take
+        different jobs."""
+        if not older_than >= 0:
+            raise ValueError("older_than must be >= 0 seconds")
+        if not 1 <= batch <= 100_000:
+            raise ValueError("batch must be between 1 and 100,000")
+        cutoff = now - older_than
+        folder = None if archive_dir is None else Path(archive_dir)
+        pruned = 0
+        files: builtins.list[str] = []
+        for status in _retention.FINAL:
+            after = ""
+            while True:
+                ids = await self._run(
+                    "finding finished jobs", _retention.candidates, status, after, cutoff, batch
+                )
+                if not ids:
+                    break
+                gone, written = await self._write(
+                    "pruning jobs", _retention.prune_batch, ids, cutoff, folder
+                )
+                pruned += gone
+                if written is not None:
+                    files.append(written)
+                if len(ids) < batch:
+                    break
+                after = ids[-1]
+        forgotten = await self._write("forgetting keys", _retention.forget_keys, now)
+        events = await self._run("pruning events", _retention.prune_events, cutoff)
+        return PruneReport(
+            cutoff=cutoff,
+            pruned=pruned,
+            archived=pruned if folder is not None else 0,
+            files=tuple(files),
+            keys_forgotten=forgotten,
+            events_pruned=events,
+        )
 
     # -- wake-up -----------------------------------------------------------------------------
 

@@ -589,6 +589,17 @@ class Queue:
         jobs = [self._build(self._task(s.task), s.args, s.kwargs, now, s) for s in submissions]
         return await self._store(jobs, now) if jobs else []
 
+    def build(self, submissions: Iterable[Submission]) -> list[Job]:
+        """The jobs :meth:`enqueue_many` would store for ``submissions``, checked
+        (tasks, arguments, options, templates) but not stored: for storing them some
+        other way, such as on an application's own database transaction
+        (``hyperqueue_postgres.enqueue_many_in``). Every job has a new id and
+        ``created_at`` = now on the queue's clock. Raises as :meth:`enqueue_many` does
+        (:class:`UnknownTask`, :class:`ArgumentError`, :class:`OptionError`), and
+        then returns nothing."""
+        now = self.clock.now()
+        return [self._build(self._task(s.task), s.args, s.kwargs, now, s) for s in submissions]
+
     # -- workflows and batches ---------------------------------------------------------
 
     async def enqueue_workflow(self, flow: Workflow) -> WorkflowRun:

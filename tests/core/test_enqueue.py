@@ -179,6 +179,33 @@ async def test_enqueue_many_tells_created_jobs_from_ones_a_key_found(queue: hq.Q
     assert results[0].job.id == first.id
 
 
+async def test_build_checks_and_makes_jobs_without_storing_them(queue: hq.Queue) -> None:
+    register(queue)
+    queue.template("later", delay=30, priority="low")
+    jobs = queue.build(
+        [
+            hq.Submission(task="add", args=(1,), key="k", tenant="acme"),
+            hq.Submission(
+                task="shapes.move",
+                kwargs={"p": {"x": 1, "y": 2}, "when": "2024-01-01T00:00:00"},
+                template="later",
+            ),
+        ]
+    )
+    now = queue.clock.now()
+    assert [j.task for j in jobs] == ["add", "shapes.move"]
+    assert jobs[0].args == (1,) and jobs[0].key == "k" and jobs[0].tenant == "acme"
+    assert jobs[1].queue == "geo" and jobs[1].priority is hq.Priority.LOW
+    assert jobs[1].run_at == now + 30 and all(j.created_at == now for j in jobs)
+    assert all(j.status is hq.JobStatus.PENDING for j in jobs) and jobs[0].id != jobs[1].id
+    assert await queue.stats() == {}  # nothing stored
+    with pytest.raises(hq.ArgumentError):
+        queue.build([hq.Submission(task="add", args=("x",))])
+    with pytest.raises(hq.UnknownTask):
+        queue.build([hq.Submission(task="nope")])
+    assert queue.build([]) == []
+
+
 async def test_registering_a_name_twice_is_an_error(queue: hq.Queue) -> None:
     register(queue)
     with pytest.raises(ValueError, match="already registered"):

@@ -292,3 +292,73 @@ async def test_a_value_jsonb_cannot_hold_is_a_storage_error(storage: PostgresSto
     with pytest.raises(hq.StorageError, match="enqueuing failed"):
         await storage.enqueue([make(args=("nul \x00 inside",))], now=T0, key_ttl=None)
     assert (await storage.list()).items == []
+
+
+# -- transactional enqueue from the queue's API -------------------------------------------
+
+
+async def test_enqueue_in_commits_with_the_application_and_the_job_runs(pg_dsn: str) -> None:
+    from hyperqueue_postgres import enqueue_in, enqueue_many_in
+
+    queue = hq.Queue(PostgresStorage(pg_dsn, poll_interval=0.05), tenant_quotas={"acme": 2})
+    ran: list[int] = []
+
+    @queue.task
+    async def receipt(order: int) -> int:
+        ran.append(order)
+        return order * 10
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with queue:
+            await conn.execute("CREATE TABLE orders (id int)")
+            async with conn.transaction():
+                await conn.execute("INSERT INTO orders VALUES (7)")
+                job = await enqueue_in(conn, queue, receipt.options(key="o7", tenant="acme"), 7)
+                assert await queue.storage.get(job.id) is None  # not committed: unseen
+                again = await enqueue_in(conn, queue, receipt.options(key="o7", tenant="acme"), 7)
+                [by_name] = await enqueue_many_in(
+                    conn, queue, [hq.Submission(task="receipt", args=(8,), delay=0.01)]
+                )
+            assert again.id == job.id  # the key, seen inside the same transaction
+            assert by_name.created and by_name.job.run_at > job.run_at
+            async with queue.worker(concurrency=2):
+                done = await queue.wait(job.id, timeout=10)
+                await queue.wait(by_name.job.id, timeout=10)
+            assert done.status is JobStatus.COMPLETED and done.result == 70
+            assert sorted(ran) == [7, 8]
+            assert done.tenant == "acme" and done.key == "o7"
+    finally:
+        await conn.close()
+
+
+async def test_enqueue_in_rolled_back_leaves_nothing(pg_dsn: str) -> None:
+    from hyperqueue_postgres import enqueue_in
+
+    queue = hq.Queue(PostgresStorage(pg_dsn))
+
+    @queue.task
+    async def receipt(order: int) -> None: ...
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with queue:
+            made: list[Job] = []
+
+            async def place_order() -> None:
+                async with conn.transaction():
+                    made.append(await enqueue_in(conn, queue, receipt, 1))
+                    raise RuntimeError("the order failed")
+
+            with pytest.raises(RuntimeError):
+                await place_order()
+            [job] = made
+            assert await queue.storage.get(job.id) is None
+            assert (await queue.storage.counts()) in ({}, {"default": dict.fromkeys(JobStatus, 0)})
+            assert await queue.storage.last_event_id() == 0
+            with pytest.raises(hq.ArgumentError):  # checked before anything is stored
+                await enqueue_in(conn, queue, receipt, "x")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="PostgresStorage"):
+                await enqueue_in(conn, hq.Queue(), receipt, 1)
+    finally:
+        await conn.close()
