@@ -777,10 +777,6 @@ def poll(conn: Connection, data_version: int) -> tuple[int, int | None]:
     return version, work
 
 
-def work_version(conn: Connection) -> tuple[int, int]:
-    return poll(conn, -1)  # type: ignore[return-value]
-
-
 def finished_before(
     conn: Connection, cutoff: float, after: int, limit: int
 ) -> tuple[list[Job], int]:

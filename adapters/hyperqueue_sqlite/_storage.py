@@ -63,6 +63,11 @@ __all__ = ["SQLiteStorage"]
 T = TypeVar("T")
 _log = logging.getLogger("hyperqueue.sqlite")
 
+IDLE_POLL_INTERVAL = 0.05
+"""The longest wait between checks for other processes' work once a worker has been idle
+for a while (``poll_interval`` while work comes)."""
+_QUIET_CHECKS = 100  # checks that found nothing before the interval stretches (0.5 s)
+
 CHECKPOINT_MARGIN = 8 << 20
 """Free bytes wanted beyond the WAL's size before a checkpoint at close."""
 LOW_DISK_BYTES = 256 << 20
@@ -74,13 +79,19 @@ _STATUS["blocked"] = JobStatus.PENDING
 class _Listener:
     """Signalled at once by writes in this process; other processes' writes are seen by
     checking ``PRAGMA data_version`` (a shared-memory read) every ``poll_interval``
-    while the worker waits, and the shared work counter when the data changed."""
+    while the worker waits, and the shared work counter when the data changed.
 
-    __slots__ = ("_event", "_storage", "data_version", "seen", "signalled")
+    The check runs on a connection of its own, in the event loop's thread: it takes a
+    few microseconds, where a hop to a worker thread takes a hundred, so an idle worker
+    polling every 5 ms stays cheap. Only listeners use that connection, one call at a
+    time (the event loop runs one of them at once)."""
+
+    __slots__ = ("_event", "_quiet", "_storage", "data_version", "seen", "signalled")
 
     def __init__(self, storage: SQLiteStorage, data_version: int, seen: int) -> None:
         self._storage = storage
         self._event = anyio.Event()
+        self._quiet = 0  # checks in a row that found nothing
         self.signalled = False
         self.data_version = data_version
         self.seen = seen
@@ -88,6 +99,7 @@ class _Listener:
     def set(self, version: int | None = None) -> None:
         if version is not None and version > self.seen:
             self.seen = version
+        self._quiet = 0
         if not self.signalled:
             self.signalled = True
             self._event.set()
@@ -100,13 +112,24 @@ class _Listener:
     async def wait(self) -> None:
         storage = self._storage
         while not self.signalled:
-            with anyio.move_on_after(storage.poll_interval):
+            with anyio.move_on_after(self._interval(storage.poll_interval)):
                 await self._event.wait()
             if not self.signalled:
-                data_version, work = await storage._read(_sql.poll, self.data_version)
+                data_version, work = storage._poll(self.data_version)
                 self.data_version = data_version
                 if work is not None and work > self.seen:
                     self.set(work)
+                else:
+                    self._quiet += 1
+
+    def _interval(self, base: float) -> float:
+        """``base`` while work comes and for the first ``_QUIET_CHECKS`` checks after;
+        then doubling up to ``IDLE_POLL_INTERVAL``, so an idle worker costs little."""
+        if self._quiet < _QUIET_CHECKS:
+            return base
+        steps = min((self._quiet - _QUIET_CHECKS) // 10 + 1, 16)
+        stretched: float = base * (1 << steps)
+        return max(min(stretched, IDLE_POLL_INTERVAL), base)
 
 
 class SQLiteStorage:
@@ -119,8 +142,10 @@ class SQLiteStorage:
     - ``busy_timeout``: seconds a write waits for another process's write lock before
       failing with :class:`~hyperqueue.StorageError` (default 5.0).
     - ``poll_interval``: seconds between checks for work written by other processes
-      while a worker is idle (default 0.005; writes in this process wake workers at
-      once). Each check is one shared-memory read.
+      while a worker waits (default 0.005; writes in this process wake workers at
+      once). Each check is one shared-memory read. After half a second without work
+      the interval doubles step by step up to 50 ms, and falls back to
+      ``poll_interval`` with the first work seen, so an idle worker costs little.
     - ``max_batch``: most writes grouped into one transaction (default 1,000).
     """
 
@@ -154,6 +179,7 @@ class SQLiteStorage:
         self._opening = anyio.Lock()
         self._host = socket.gethostname()
         self._full_at: float | None = None  # when a write last failed on a full disk
+        self._poller: Connection | None = None  # listeners' data_version checks
 
     def __repr__(self) -> str:
         return f"SQLiteStorage({str(self.path)!r})"
@@ -175,10 +201,26 @@ class SQLiteStorage:
                 raise
             self._writer, self._reader = writer, reader
             try:
+                self._poller = await anyio.to_thread.run_sync(self._open_poller)
                 await self._write(_sql.register_process, self._host, os.getpid(), time.time())
             except BaseException:
                 await self._close()
                 raise
+
+    def _open_poller(self) -> Connection:
+        conn = Connection(self.path, busy_timeout=self.busy_timeout)
+        _query_only(conn)
+        return conn
+
+    def _poll(self, data_version: int) -> tuple[int, int | None]:
+        """``_sql.poll`` on the poller connection, in this thread (see :class:`_Listener`)."""
+        poller = self._poller
+        if poller is None:
+            raise StorageError(f"SQLite storage {str(self.path)!r} is not open")
+        try:
+            return _sql.poll(poller, data_version)
+        except (DatabaseError, ValueError) as exc:
+            raise storage_error(self.path, exc, "reading") from exc
 
     def _connection(self) -> ThreadConnection:
         return ThreadConnection(self.path, what="SQLite storage", busy_timeout=self.busy_timeout)
@@ -195,6 +237,9 @@ class SQLiteStorage:
     async def _close(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            poller.close()
         if writer is not None and reader is not None:
             await self._keep_wal_if_no_room(writer, reader)
         if reader is not None:
@@ -445,7 +490,8 @@ class SQLiteStorage:
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[_Listener]:
-        data_version, seen = await self._read(_sql.work_version)
+        data_version, seen = self._poll(-1)
+        assert seen is not None
         listener = _Listener(self, data_version, seen)
         self._listeners.append(listener)
         try:
