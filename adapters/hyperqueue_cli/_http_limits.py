@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litestar import Litestar
 
-    from hyperqueue_litestar import Config
-    from hyperqueue_litestar._config import ServerSettings
+    from hyperqueue_litestar import Config, ServerSettings
 
     from ._server import ServerPlan
 

@@ -236,8 +236,8 @@ def build_server(
         RateLimitMiddleware,
         SQLiteAuditSink,
         create_app,
+        is_loopback,
     )
-    from hyperqueue_litestar._config_safety import is_loopback
     from hyperqueue_sqlite import ConfigStore, SQLiteStorage
 
     bind = host if host is not None else config.server.host

@@ -29,6 +29,7 @@ from ._config import (
     LoggingSettings,
     MemoryConfigStore,
     RetentionSettings,
+    ServerSettings,
     StorageSettings,
     WorkerSettings,
     diff_configs,
@@ -42,6 +43,7 @@ from ._config_routes import (
     LiveSetting,
     restart_required,
 )
+from ._config_safety import is_loopback
 from ._demo import demo_queue
 from ._errors import STATUS_BY_ERROR
 from ._health import UNSERVED_AFTER
@@ -103,14 +105,15 @@ __all__ = [
     "MemoryAuditSink",
     "MemoryConfigStore",
     "Metrics",
+    "PostgresAuditSink",
     "QueueFigures",
     "QueuesResponse",
     "RateLimitMiddleware",
     "RateLimited",
     "RetentionSettings",
-    "PostgresAuditSink",
     "SQLiteAuditSink",
     "STATUS_BY_ERROR",
+    "ServerSettings",
     "SlowRequest",
     "StorageSettings",
     "SuspiciousActivity",
@@ -122,6 +125,7 @@ __all__ = [
     "demo_queue",
     "diff_configs",
     "dump_config",
+    "is_loopback",
     "load_config",
     "restart_required",
 ]
