@@ -82,12 +82,6 @@ so one shell can set them and still run ``hyperqueue serve``. With another
 _CLIENT_KEYS = frozenset(name.removeprefix(ENV_PREFIX) for name in CLIENT_ENV_VARS)
 Role = Literal["admin", "operator", "viewer"]
 StorageKind = Literal["memory", "sqlite", "postgres"]
-_PLANNED_STORAGE: dict[str, str] = {}
-"""Storage kinds the design names but no adapter implements: refused with this reason
-(rather than accepted and served from SQLite)."""
-_RETIRED: dict[tuple[str, ...], str] = {}
-"""Keys that were accepted once but never took effect: refused with this reason, and
-dropped from stored versions so the history still reads."""
 Format = Literal["toml", "json"]
 
 _MiB = 1024 * 1024
@@ -407,33 +401,7 @@ class _Sources:
         return self.base
 
 
-def _refuse_unusable(document: dict[str, Any], sources: _Sources) -> None:
-    """Keys and values the schema once took but nothing honours: a clear refusal."""
-    kind = _lookup(document, ["storage", "kind"])
-    if isinstance(kind, str) and kind in _PLANNED_STORAGE:
-        steps: list[str | int] = ["storage", "kind"]
-        raise ConfigError(_PLANNED_STORAGE[kind], path=_join(steps), source=sources.of(steps))
-    for retired, reason in _RETIRED.items():
-        steps = list(retired)
-        value = _lookup(document, steps)
-        if value is None:  # null (an older JSON export): it carried nothing
-            _lookup(document, steps[:-1]).pop(steps[-1])
-        elif value is not _MISSING:
-            raise ConfigError(reason, path=_join(steps), source=sources.of(steps))
-
-
-def _drop_retired(document: Any) -> Any:
-    """A stored document without the keys in :data:`_RETIRED` (older versions have them)."""
-    if isinstance(document, dict):
-        for steps in _RETIRED:
-            parent = _lookup(document, list(steps[:-1]))
-            if isinstance(parent, dict):
-                parent.pop(steps[-1], None)
-    return document
-
-
 def _convert(document: dict[str, Any], sources: _Sources) -> Config:
-    _refuse_unusable(document, sources)
     # Dict keys show as [...] in msgspec's paths: check tenants one by one first, so an
     # error names the tenant.
     tenants = document.get("tenants")
@@ -775,7 +743,7 @@ class ConfigHistory:
             raise ConfigError(f"not valid JSON ({exc})", source=source) from None
         if not isinstance(decoded, dict):
             raise ConfigError("expected an object at the top level", source=source)
-        config = parse_config(_drop_retired(decoded), source=source)
+        config = parse_config(decoded, source=source)
         return ConfigVersion(
             version=version, created_at=created_at, author=author, comment=comment, config=config
         )
