@@ -39,9 +39,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import anyio
+from _chart import bar_chart
 
 import hyperqueue as hq
 from hyperqueue._ids import IdFactory
@@ -108,6 +111,36 @@ def raw_sqlite(n: int, per_tx: int) -> float:
     return n / elapsed
 
 
+def raw_enqueue_hops(n: int) -> float:
+    """Inserts per second, one per transaction, each handed to one database thread and
+    awaited from the event loop: the ceiling of a single producer awaiting each enqueue."""
+    import apsw
+
+    async def main() -> float:
+        with tempfile.TemporaryDirectory() as folder:
+            db = apsw.Connection(str(Path(folder) / "raw.db"))
+            conn = db.cursor()
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            conn.execute("PRAGMA synchronous = NORMAL")
+            for migration in MIGRATIONS:
+                for statement in migration:
+                    conn.execute(statement)
+            new_id = IdFactory()
+            now = time.time()
+            row = job_to_row(hq.Job(id=new_id(now), task="noop", created_at=now, run_at=now))
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(1) as thread:  # the connection lives in one thread
+                started = time.perf_counter()
+                for _ in range(n):
+                    values = (new_id(now), *row[1:])
+                    await loop.run_in_executor(thread, conn.execute, INSERT, values)
+                elapsed = time.perf_counter() - started
+            db.close()
+        return n / elapsed
+
+    return asyncio.run(main())
+
+
 def raw_in_thread(n: int, per_tx: int) -> float:
     out: list[float] = []
     thread = threading.Thread(target=lambda: out.append(raw_sqlite(n, per_tx)))
@@ -119,7 +152,9 @@ def raw_in_thread(n: int, per_tx: int) -> float:
 # -- hyperqueue ------------------------------------------------------------------------
 
 
-def hyperqueue_run(n: int, enqueue_mode: str, prefetch: int = 0) -> tuple[float, float]:
+def hyperqueue_run(
+    n: int, enqueue_mode: str, prefetch: int | Literal["auto"] = "auto"
+) -> tuple[float, float]:
     """(seconds to enqueue n jobs, seconds for the pool to run them)."""
 
     async def main() -> tuple[float, float]:
@@ -315,19 +350,24 @@ def main() -> None:
     figures["raw SQLite (apsw), 100 jobs per transaction"] = median_of(
         repeats, lambda: raw_in_thread(n, 100)
     )
+    figures["raw SQLite (apsw), 1 insert per transaction, thread hop"] = median_of(
+        repeats, lambda: raw_enqueue_hops(n)
+    )
     ceiling = figures["raw SQLite (apsw), 100 jobs per transaction"]
-    for mode, prefetch in (
-        ("sequential", 0),
-        ("concurrent", 0),
+    modes: list[tuple[str, int | Literal["auto"]]] = [
+        ("sequential", "auto"),
+        ("concurrent", "auto"),
+        ("enqueue_many", "auto"),
         ("enqueue_many", 0),
         ("enqueue_many", 90),
-    ):
+    ]
+    for mode, prefetch in modes:
         runs = [hyperqueue_run(n, mode, prefetch) for _ in range(repeats)]
         enqueue = statistics.median(r[0] for r in runs)
         run = statistics.median(r[1] for r in runs)
         total = statistics.median(r[0] + r[1] for r in runs)
-        suffix = f", prefetch {prefetch}" if prefetch else ""
-        if not prefetch:
+        suffix = "" if prefetch == "auto" else f", prefetch={prefetch}"
+        if prefetch == "auto":
             figures[f"hyperqueue, enqueue ({mode})"] = n / enqueue
         if mode == "enqueue_many":
             figures[f"hyperqueue, run (worker pool{suffix})"] = n / run
@@ -345,6 +385,16 @@ def main() -> None:
             f"{name:46} {rate:9,.0f} {1e6 / rate:8.1f} {rate / huey:7.1f} {rate / pq:6.1f} "
             f"{rate / ceiling:10.0%}"
         )
+    hop = figures["raw SQLite (apsw), 1 insert per transaction, thread hop"]
+    single = figures["hyperqueue, enqueue (sequential)"]
+    print()
+    print(f"single producer: {single / hop:.2f} of raw SQLite inserting through a thread hop")
+    bar_chart(
+        "sqlite",
+        f"N={n:,} no-op jobs on one SQLite file, concurrency {CONCURRENCY} (default settings "
+        "unless named)",
+        figures,
+    )
     lat = [latency() for _ in range(repeats)]
     p50 = statistics.median(p for p, _ in lat)
     p99 = statistics.median(p for _, p in lat)

@@ -181,7 +181,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     takes jobs from (default unset: every queue; a job on another queue stays pending for
     some other worker); ``lease`` default 30 s (0 < lease <= 3,600): a job whose worker
     stops renewing it runs again after that; ``drain_timeout`` default 30 s (0 to 3,600)
-    to finish in-flight jobs on shutdown; ``prefetch`` default 0 (at most 10,000) jobs
+    to finish in-flight jobs on shutdown; ``prefetch`` default ``"auto"`` (sized by
+    how long jobs take, none held over 10 ms; or a fixed count, 0 to 10,000) jobs
     claimed ahead of free slots; ``slow_job_seconds`` (default unset: off) reports a
     run that takes that long or longer as a ``job.slow`` event and a warning log line.
     """
@@ -193,7 +194,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ) = None
     lease: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
     drain_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 30.0
-    prefetch: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+    prefetch: Annotated[int, msgspec.Meta(ge=0, le=10_000)] | Literal["auto"] = "auto"
     slow_job_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)] | None = None
 
 

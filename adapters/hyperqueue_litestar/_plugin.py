@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Litestar, Router
@@ -55,7 +55,7 @@ class HyperqueuePlugin(InitPlugin):
     - ``workers`` (default True): run a worker pool in the app's process, with
       ``concurrency`` runners (default 10), ``lease`` (30 s), ``queues`` (all),
       ``drain_timeout`` (30 s: how long shutdown lets running jobs finish) and
-      ``prefetch`` (0: jobs claimed beyond ``concurrency``, see ``Queue.worker``).
+      ``prefetch`` (``"auto"``: jobs claimed beyond ``concurrency``, see ``Queue.worker``).
     - ``api_prefix`` (``"/api/v1"``) and ``health_path`` (``"/health"``).
     - ``max_body_size``: bytes a request body may have (10 MiB: 10,485,760), else 413.
     - ``templates``: named :class:`JobTemplate` defaults a submission may refer to;
@@ -130,7 +130,7 @@ class HyperqueuePlugin(InitPlugin):
         lease: float = 30.0,
         queues: Sequence[str] | None = None,
         drain_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = "auto",
         api_prefix: str = "/api/v1",
         health_path: str = "/health",
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,

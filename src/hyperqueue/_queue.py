@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 import msgspec
@@ -1046,7 +1046,7 @@ class Queue:
         queues: Sequence[str] | None = None,
         lease: float = 30.0,
         drain_timeout: float = 30.0,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = "auto",
         name: str | None = None,
         modes: ModeController | None = None,
         hooks: Sequence[ExecutionHook] = (),
@@ -1058,11 +1058,16 @@ class Queue:
         lets running jobs finish for up to ``drain_timeout`` seconds, then cancels them
         and hands them back as pending.
 
-        ``prefetch`` claims up to that many jobs beyond ``concurrency`` so the next ones
-        are at hand when a runner frees up: worth it for short jobs on a storage with
-        round trips (SQLite, PostgreSQL). Prefetched jobs count as running (their lease
-        is renewed) though they wait, so keep it 0 for long jobs, or one pool would
-        hoard work that another could start.
+        ``prefetch`` is how many jobs a claim takes beyond the free runners, so the
+        next ones are at hand when a runner frees up: one round trip for many short
+        jobs on a storage with round trips (SQLite, PostgreSQL). ``"auto"`` (the
+        default) sizes it by the time runners spend per job, so extra jobs start within
+        about 5 ms (none for jobs of a few milliseconds or more, up to ``9 *
+        concurrency`` for very short ones), and hands back to the storage, without
+        spending an attempt, any that still wait 10 ms after their claim: a job is never
+        kept long from an idle runner of another pool or process. An int fixes it:
+        ``0`` claims only for free runners; a fixed prefetch holds its jobs (they count
+        as running, their lease renewed) until a runner here takes them.
 
         ``modes``: a :class:`ModeController` whose mode must allow ``execute`` for the
         pool to claim (read-only and maintenance stop claiming; running jobs finish).

@@ -1,8 +1,9 @@
 """The worker pool: a few long-lived runner tasks that claim jobs in batches.
 
 No task is spawned per job. ``concurrency`` runners share a small buffer of claimed
-jobs; whichever runner finds it empty claims the next batch (at most the free capacity,
-so every claimed job starts at once) while the others wait to be handed work. An idle
+jobs; whichever runner finds it empty claims the next batch (the free capacity, plus
+the few extra jobs that start within milliseconds: see ``_prefetch``) while the others
+wait to be handed work. An idle
 pool waits on the storage's listener, the clock (for the next delayed job) and the stop
 signal, so new work starts at once and nothing polls.
 
@@ -25,7 +26,7 @@ from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import anyio.abc
@@ -46,6 +47,7 @@ from ._hooks import ExecutionHook, JobRun, RunOutcome, enter_hooks, exit_hooks
 from ._json import to_json_form
 from ._models import Job, JobStatus, Outcome, WorkerInfo
 from ._modes import ModeController, Operation
+from ._prefetch import HOLD_LIMIT, AdaptivePrefetch
 from ._retry import Retry
 
 if TYPE_CHECKING:
@@ -135,14 +137,16 @@ class Worker:
         lease: float,
         drain_timeout: float,
         name: str | None,
-        prefetch: int = 0,
+        prefetch: int | Literal["auto"] = "auto",
         modes: ModeController | None = None,
         hooks: Sequence[ExecutionHook] = (),
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        if prefetch < 0:
-            raise ValueError("prefetch must be >= 0")
+        if prefetch != "auto" and (
+            not isinstance(prefetch, int) or isinstance(prefetch, bool) or prefetch < 0
+        ):
+            raise ValueError(f"prefetch must be 'auto' or an int >= 0, not {prefetch!r}")
         if not lease > 0:
             raise ValueError("lease must be > 0 seconds")
         if not drain_timeout >= 0:
@@ -158,6 +162,12 @@ class Worker:
         with no hook and no SDK spends one attribute read on them."""
         self.concurrency = concurrency
         self.prefetch = prefetch
+        self._adaptive = AdaptivePrefetch(concurrency) if prefetch == "auto" else None
+        # the claim whose jobs wait in the buffer (one claim at a time fills it), and
+        # when it was made: the hold guard hands them back if they wait too long
+        self._claims = 0
+        self._held_since = 0.0
+        self._held_wanted: anyio.Event | None = None
         self.queues = tuple(queues) if queues is not None else None
         self.lease = lease
         self.drain_timeout = drain_timeout
@@ -199,6 +209,7 @@ class Worker:
         self._drained = anyio.Event()
         self._flush_wanted = anyio.Event()
         self._starts_wanted = anyio.Event()
+        self._held_wanted = anyio.Event()
         self._started_at = queue.clock.now()
         await self._announce()
         async with AsyncExitStack() as stack:
@@ -355,16 +366,23 @@ class Worker:
 
     async def _serve(self, runner: _Runner) -> None:
         buffer = self._buffer
+        adaptive = self._adaptive
+        clock = self._queue.clock
+        began = 0.0
         while True:
             if buffer:
                 job = buffer.popleft()
                 if buffer and self._idle and not self._waking:
                     self._wake_one()
+                if adaptive is not None:
+                    began = clock.now()
                 await self._execute(runner, job)
                 if not buffer:
                     await self._flush()
                 else:
                     self._want_flush()
+                if adaptive is not None:
+                    adaptive.record(clock.now() - began)
             elif self._stopping:
                 return
             elif self._claiming:
@@ -386,7 +404,10 @@ class Worker:
                     await self._wait_resumed()
                     continue
                 listener.clear()
-                free = self.concurrency + self.prefetch - self._busy - len(self._buffer)
+                adaptive = self._adaptive
+                extra = adaptive.extra if adaptive is not None else self.prefetch
+                assert isinstance(extra, int)
+                free = self.concurrency + extra - self._busy - len(self._buffer)
                 now = clock.now()
                 try:
                     jobs = await storage.claim(
@@ -409,12 +430,45 @@ class Worker:
                     telemetry = self._telemetry
                     self._wrap = (telemetry.hook, *self.hooks) if telemetry.active else self.hooks
                     self._buffer.extend(jobs)
+                    self._claims += 1
+                    if adaptive is not None and len(jobs) > len(self._idle) + 1:
+                        self._hold(now)  # more than the idle runners take at once
                     return
                 await self._wait_for_work(listener)
         finally:
             self._claiming = False
             if self._idle and not self._waking:
                 self._wake_one()  # hand the claim duty (or the new jobs) on
+
+    def _hold(self, since: float) -> None:
+        self._held_since = since
+        wanted = self._held_wanted
+        assert wanted is not None
+        wanted.set()
+
+    async def _hold_guard(self) -> None:
+        """Hand back jobs of an adaptive claim still waiting :data:`HOLD_LIMIT` after it.
+
+        They count as running in the storage, so no idle runner of another pool or
+        process could take them; the estimate that sized the claim was wrong (jobs got
+        slower), and it is reset to claim no extra until shorter jobs are seen.
+        """
+        clock = self._queue.clock
+        adaptive = self._adaptive
+        assert adaptive is not None
+        while True:
+            assert self._held_wanted is not None
+            await self._held_wanted.wait()
+            self._held_wanted = anyio.Event()
+            claim = self._claims
+            await clock.sleep(max(0.0, self._held_since + HOLD_LIMIT - clock.now()))
+            if claim != self._claims or not self._buffer or self._stopping:
+                continue  # started in time (or a newer claim, which set the event again)
+            jobs = list(self._buffer)
+            self._buffer.clear()
+            adaptive.held_too_long()
+            _log.debug("handing back %d prefetched jobs that waited too long", len(jobs))
+            await self._release(jobs)
 
     def _mode_allows(self) -> bool:
         return self._modes is None or self._modes.allows(Operation.EXECUTE)
@@ -707,6 +761,8 @@ class Worker:
                 tg.start_soon(self._maintain)
                 tg.start_soon(self._flusher)
                 tg.start_soon(self._start_flusher)
+                if self._adaptive is not None:
+                    tg.start_soon(self._hold_guard)
                 tg.start_soon(self._queue.periodics.run, self.queues, name=f"{self.name} periodic")
                 task_status.started()
 

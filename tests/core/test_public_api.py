@@ -36,6 +36,7 @@ def test_every_public_class_and_function_of_the_private_modules_is_exported() ->
         "_cache.CachedFunction",
         "_cache.CacheDecorator",
         "_events.job_event",
+        "_prefetch.AdaptivePrefetch",
     }
     assert sorted(set(missing) - allowed) == []
 

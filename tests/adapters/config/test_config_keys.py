@@ -107,3 +107,12 @@ def test_an_older_json_export_with_a_null_dsn_still_imports() -> None:
     old = msgspec.to_builtins(Config())
     old["storage"]["dsn"] = None
     assert read_config(msgspec.json.encode(old), format="json") == Config()
+
+
+def test_prefetch_is_auto_by_default_and_takes_auto_or_a_count() -> None:
+    assert load_config(env={}).workers.prefetch == "auto"
+    assert load_config(env={"HYPERQUEUE_WORKERS__PREFETCH": "auto"}).workers.prefetch == "auto"
+    assert load_config(env={"HYPERQUEUE_WORKERS__PREFETCH": "0"}).workers.prefetch == 0
+    with pytest.raises(ConfigError) as info:
+        load_config(env={"HYPERQUEUE_WORKERS__PREFETCH": "fast"})
+    assert info.value.path == "workers.prefetch"
