@@ -38,10 +38,38 @@ def _is_plain(tp: Any) -> bool:
     return False
 
 
+_SCALAR_TYPES: dict[Any, frozenset[type]] = {
+    int: frozenset({int}),
+    float: frozenset({float, int}),
+    str: frozenset({str}),
+    bool: frozenset({bool}),
+    Any: frozenset({int, float, str, bool, type(None)}),
+}
+"""The value types msgspec accepts, as they are, for a parameter of each plain scalar type
+(it refuses a bool for an int, and takes an int for a float)."""
+
+
+def _fast_check(
+    fields: list[tuple[str, Any, Any]],
+    positional: list[str],
+    var_positional: Any,
+    var_keyword: Any,
+) -> tuple[frozenset[type], ...] | None:
+    """The accepted value types per positional parameter when a call can be checked by
+    type alone: every parameter positional, of a plain scalar type, none variadic."""
+    if var_positional is not None or var_keyword is not None or len(fields) != len(positional):
+        return None
+    accepted = [_SCALAR_TYPES.get(tp) for _, tp, _ in fields]
+    if any(types is None for types in accepted):
+        return None
+    return tuple(types for types in accepted if types is not None)
+
+
 class Signature:
     """The calling convention of one task function, prepared once."""
 
     __slots__ = (
+        "_fast",
         "_names",
         "_optional",
         "_positional",
@@ -97,6 +125,7 @@ class Signature:
         types = [t for _, t, _ in fields]
         types += [t for t in (self._var_positional, self._var_keyword) if t is not None]
         self.convert_at_run = not all(_is_plain(t) for t in types)
+        self._fast = _fast_check(fields, positional, self._var_positional, self._var_keyword)
 
     def check(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
@@ -104,6 +133,15 @@ class Signature:
         """Validate a call; return the arguments in the form storage keeps (JSON-like)."""
         if not args and not kwargs and not self._required:
             return (), {}
+        fast = self._fast
+        if fast is not None and not kwargs and self._required <= len(args) <= len(fast):
+            # every parameter a plain scalar, passed by position: a type check per value
+            # accepts exactly what msgspec would, anything else takes the full path
+            for i, value in enumerate(args):
+                if type(value) not in fast[i]:
+                    break
+            else:
+                return args if type(args) is tuple else tuple(args), {}
         try:
             args, kwargs = args_to_json_form(tuple(args), dict(kwargs) if kwargs else {})
         except TypeError as exc:
