@@ -7,6 +7,10 @@ What it measures (N no-op jobs, concurrency 10, median of --repeats runs):
 - hyperqueue: ``await noop.enqueue()`` N times, one by one, while a worker pool with
   concurrency 10 runs them; the clock stops when the last job is stored completed.
   Printed as a ratio to the ceiling (target: at least 0.125).
+- drain mode: N jobs of a task with one ``int`` argument enqueued first, then a pool of
+  10 runs them all; against a lean drain ceiling (``put_nowait`` N items, then 10
+  consumer tasks awaiting a no-op for each). Targets: 0.125 on asyncio, 0.1 on trio.
+- the argument check of one ``int`` (target: under 1 us).
 - latency: enqueue-to-start p50 / p99 at a light load (about 200 jobs/s) on an idle
   pool (target: p99 under 1 ms).
 - memory: resident memory per pending job with 1,000,000 jobs queued (target: under
@@ -25,6 +29,7 @@ import sys
 import time
 
 import anyio
+from _chart import bar_chart
 
 import hyperqueue as hq
 
@@ -51,6 +56,71 @@ async def ceiling(n: int) -> float:
         task.cancel()
     await asyncio.gather(*consumers, return_exceptions=True)
     return n / elapsed
+
+
+async def ceiling_drain(n: int) -> float:
+    q: asyncio.Queue[int] = asyncio.Queue()
+
+    async def noop() -> None:
+        return None
+
+    async def consumer() -> None:
+        while True:
+            await q.get()
+            await noop()
+            q.task_done()
+
+    start = time.perf_counter()
+    for i in range(n):
+        q.put_nowait(i)
+    consumers = [asyncio.create_task(consumer()) for _ in range(10)]
+    await q.join()
+    elapsed = time.perf_counter() - start
+    for task in consumers:
+        task.cancel()
+    await asyncio.gather(*consumers, return_exceptions=True)
+    return n / elapsed
+
+
+async def hyperqueue_drain(n: int) -> float:
+    queue = hq.Queue()
+    ran = 0
+    all_ran = anyio.Event()
+
+    @queue.task
+    async def work(x: int) -> None:
+        nonlocal ran
+        ran += 1
+        if ran == n:
+            all_ran.set()
+
+    async with queue:
+        start = time.perf_counter()
+        for i in range(n):
+            await work.enqueue(i)
+        async with queue.worker(concurrency=10):
+            await all_ran.wait()
+        elapsed = time.perf_counter() - start  # the drain stored every outcome
+    assert (await queue.stats())["default"].completed == n
+    return n / elapsed
+
+
+def argument_check_us() -> float:
+    queue = hq.Queue()
+
+    @queue.task
+    async def work(x: int) -> None:
+        return None
+
+    check = work.signature.check
+    loops = 200_000
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for i in range(loops):
+            check((i,), {})
+        best = min(best, time.perf_counter() - start)
+    return best / loops * 1e6
 
 
 async def hyperqueue_end_to_end(n: int) -> float:
@@ -138,6 +208,35 @@ def main() -> None:
         f"ratio {h / c:.3f}  (target >= 0.125)"
     )
     print(f"hyperqueue memory, trio, end to end       {t:>12,.0f} jobs/s   ratio {t / c:.3f}")
+
+    drains, ours_drain, ours_drain_trio = [], [], []
+    for _ in range(args.repeats):
+        drains.append(asyncio.run(ceiling_drain(args.n)))
+        ours_drain.append(anyio.run(hyperqueue_drain, args.n))
+        ours_drain_trio.append(anyio.run(hyperqueue_drain, args.n, backend="trio"))
+    d, hd, td = (statistics.median(x) for x in (drains, ours_drain, ours_drain_trio))
+    print(f"ceiling   drain: put_nowait, 10 consumers {d:>12,.0f} items/s")
+    print(
+        f"hyperqueue drain, int argument, asyncio   {hd:>12,.0f} jobs/s   "
+        f"ratio {hd / d:.3f}  (target >= 0.125)"
+    )
+    print(
+        f"hyperqueue drain, int argument, trio      {td:>12,.0f} jobs/s   "
+        f"ratio {td / d:.3f}  (target >= 0.1)"
+    )
+    print(f"argument check of one int                 {argument_check_us():>8.2f} us  (target < 1)")
+    bar_chart(
+        "memory",
+        f"In memory, N={args.n:,} no-op jobs, concurrency 10, median of {args.repeats}",
+        {
+            "ceiling: asyncio.Queue, put while 10 consume": c,
+            "hyperqueue, enqueue while a pool runs (asyncio)": h,
+            "hyperqueue, enqueue while a pool runs (trio)": t,
+            "ceiling: asyncio.Queue, put_nowait then drain": d,
+            "hyperqueue, enqueue then drain (asyncio)": hd,
+            "hyperqueue, enqueue then drain (trio)": td,
+        },
+    )
 
     p50, p99 = anyio.run(latency, 1000 if not args.quick else 300, 200.0)
     print(

@@ -10,7 +10,7 @@ Measures, in one run on this machine (N no-op jobs, 10,000 by default):
   is the ceiling a batching queue can approach.
 - hyperqueue end to end: ``SQLiteStorage`` under ``hq.Queue``, enqueue N jobs, then a
   worker pool with concurrency 10 runs them all. The enqueue is timed three ways: one
-  ``await task.enqueue()`` after another (each a transaction of its own), from 10
+  ``await task.enqueue()`` after another (each a transaction of its own), from 100
   concurrent producers (group commit shares transactions), and ``enqueue_many`` in
   chunks of 100. End to end = N / (enqueue time + run time).
 - peers, installed from PyPI: huey's ``SqliteHuey`` (a thread consumer with 10 workers)
@@ -53,6 +53,7 @@ from hyperqueue_sqlite._rows import COLUMNS, INSERT, job_to_row
 from hyperqueue_sqlite._schema import MIGRATIONS
 
 CONCURRENCY = 10
+PRODUCERS = 100  # concurrent producers in the "concurrent" enqueue mode
 
 
 def median_of(repeats: int, run: Callable[[], float]) -> float:
@@ -182,8 +183,8 @@ def hyperqueue_run(
                             await noop.enqueue()
 
                     async with anyio.create_task_group() as tg:
-                        for _ in range(CONCURRENCY):
-                            tg.start_soon(producer, n // CONCURRENCY)
+                        for _ in range(PRODUCERS):
+                            tg.start_soon(producer, n // PRODUCERS)
                 else:
                     for _ in range(0, n, 100):
                         await queue.enqueue_many([hq.Submission(task="noop")] * 100)
