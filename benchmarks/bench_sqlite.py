@@ -153,6 +153,42 @@ def raw_in_thread(n: int, per_tx: int) -> float:
 # -- hyperqueue ------------------------------------------------------------------------
 
 
+def file_bytes_per_job(n: int) -> tuple[float, float]:
+    """Bytes per job in the SQLite file (closed, so the WAL is checkpointed into it):
+    with n no-op jobs pending, then with the same jobs completed."""
+
+    def size(path: Path) -> float:
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / n
+
+    async def main() -> tuple[float, float]:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "jobs.db"
+            done = anyio.Event()
+            finished = 0
+
+            def make_queue() -> hq.Queue:
+                queue = hq.Queue(SQLiteStorage(path))
+
+                @queue.task
+                async def noop() -> None:
+                    nonlocal finished
+                    finished += 1
+                    if finished == n:
+                        done.set()
+
+                return queue
+
+            async with make_queue() as queue:
+                for _ in range(0, n, 100):
+                    await queue.enqueue_many([hq.Submission(task="noop")] * 100)
+            pending = size(path)
+            async with make_queue() as queue, queue.worker(concurrency=CONCURRENCY):
+                await done.wait()
+            return pending, size(path)
+
+    return asyncio.run(main())
+
+
 def hyperqueue_run(
     n: int, enqueue_mode: str, prefetch: int | Literal["auto"] = "auto"
 ) -> tuple[float, float]:
@@ -395,6 +431,11 @@ def main() -> None:
         f"N={n:,} no-op jobs on one SQLite file, concurrency {CONCURRENCY} (default settings "
         "unless named)",
         figures,
+    )
+    pending_bytes, completed_bytes = file_bytes_per_job(n)
+    print(
+        f"bytes per job in the SQLite file: {pending_bytes:,.0f} pending, "
+        f"{completed_bytes:,.0f} completed (no-op jobs, file closed)"
     )
     lat = [latency() for _ in range(repeats)]
     p50 = statistics.median(p for p, _ in lat)
