@@ -6,18 +6,22 @@ are short. Claiming more costs something too: a claimed job counts as running, a
 it waits in the pool's buffer no idle runner elsewhere, in this process or another, can
 take it.
 
-The pool therefore sizes the extra claim by what it can start soon: ``concurrency``
-runners that spend ``d`` seconds per job start ``concurrency / d`` jobs a second, so
-``k`` extra jobs wait about ``k * d / concurrency``. :class:`AdaptivePrefetch` keeps
-``d`` as a moving average of what runners really spend per job and claims the ``k``
-that start within :data:`HOLD_TARGET`; short jobs get large claims (up to ``9 *
-concurrency``), jobs of a few milliseconds or more get none.
+So the pool claims as many extra jobs as it starts within :data:`HOLD_TARGET`, learnt
+from two measures (:class:`AdaptivePrefetch`):
 
-An average can be wrong when jobs change (a burst of slow ones after fast ones), so the
-worker also keeps a bound: jobs of a claim still waiting in the buffer
-:data:`HOLD_LIMIT` after the claim are handed back to the storage as pending, without
-spending an attempt, and the estimate is reset to "no extra" until runners report
-shorter jobs again.
+- an upper bound from the time a runner spends per job (a moving average ``d``): ``c``
+  runners cannot start more than ``c / d`` jobs a second, so jobs of a few milliseconds
+  or more get no extra claim at all;
+- the truth, from each batch: how long the pool took to start every job of its last
+  claim. Within the target, the next claim may take twice as many extra jobs (up to the
+  bound and ``9 * concurrency``); over it, the extra shrinks in proportion. Runners
+  share one thread, so jobs that never wait on I/O start one after another, not ``c``
+  at a time, and only this measure sees it.
+
+An estimate can still be wrong when jobs change (a burst of slow ones after fast ones),
+so the worker keeps a hard bound as well: jobs of a claim still waiting in the buffer
+:data:`HOLD_LIMIT` after it are handed back to the storage as pending, without spending
+an attempt, and the extra claim shrinks in proportion.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 __all__ = ["HOLD_LIMIT", "HOLD_TARGET", "AdaptivePrefetch"]
 
 HOLD_TARGET = 0.005
-"""Seconds that the last job of an adaptive claim should wait before a runner starts it."""
+"""Seconds in which a pool should start every job of an adaptive claim."""
 
 HOLD_LIMIT = 0.010
 """Seconds after which jobs of an adaptive claim still waiting go back to the storage."""
@@ -35,23 +39,32 @@ _CAP_PER_RUNNER = 9  # extra jobs per runner at most (concurrency 10 -> 90 extra
 
 
 class AdaptivePrefetch:
-    """The extra claim size from a moving average of the time a runner spends per job."""
+    """The extra claim size: grown while batches start in time, cut when they do not,
+    never above what the runners' time per job allows."""
 
-    __slots__ = ("_cap", "_concurrency", "_mean")
+    __slots__ = ("_cap", "_concurrency", "_extra", "_mean")
 
     def __init__(self, concurrency: int) -> None:
         self._concurrency = concurrency
         self._cap = _CAP_PER_RUNNER * concurrency
         self._mean: float | None = None  # nothing is known until a job has run
+        self._extra = concurrency  # the first guess, once a job has run
 
     def record(self, seconds: float) -> None:
         """A runner spent ``seconds`` on one job (running it and storing its outcome)."""
         mean = self._mean
         self._mean = seconds if mean is None else mean + _WEIGHT * (seconds - mean)
 
+    def batch_started(self, seconds: float) -> None:
+        """The pool started the last job of its latest claim ``seconds`` after the claim."""
+        if seconds <= HOLD_TARGET:
+            self._extra = min(self._cap, max(1, 2 * self._extra))
+        else:
+            self._extra = int(self._extra * HOLD_TARGET / seconds)
+
     def held_too_long(self) -> None:
-        """Jobs waited past :data:`HOLD_LIMIT`: claim no extra until shorter jobs are seen."""
-        self._mean = 2 * self._concurrency * HOLD_TARGET
+        """Jobs of a claim still waited :data:`HOLD_LIMIT` after it (and went back)."""
+        self._extra = int(self._extra * HOLD_TARGET / HOLD_LIMIT)
 
     @property
     def extra(self) -> int:
@@ -60,5 +73,5 @@ class AdaptivePrefetch:
         if mean is None:
             return 0
         if mean <= 0:  # a fake clock that did not move, or jobs too short to measure
-            return self._cap
-        return min(self._cap, int(self._concurrency * HOLD_TARGET / mean))
+            return self._extra
+        return min(self._extra, int(self._concurrency * HOLD_TARGET / mean))

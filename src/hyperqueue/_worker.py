@@ -164,9 +164,9 @@ class Worker:
         self.prefetch = prefetch
         self._adaptive = AdaptivePrefetch(concurrency) if prefetch == "auto" else None
         # the claim whose jobs wait in the buffer (one claim at a time fills it), and
-        # when it was made: the hold guard hands them back if they wait too long
+        # when it returned: the hold guard hands them back if they wait too long
         self._claims = 0
-        self._held_since = 0.0
+        self._claimed_at = 0.0
         self._held_wanted: anyio.Event | None = None
         self.queues = tuple(queues) if queues is not None else None
         self.lease = lease
@@ -376,6 +376,8 @@ class Worker:
                     self._wake_one()
                 if adaptive is not None:
                     began = clock.now()
+                    if not buffer:  # the last job of the claim starts now
+                        adaptive.batch_started(began - self._claimed_at)
                 await self._execute(runner, job)
                 if not buffer:
                     await self._flush()
@@ -431,8 +433,10 @@ class Worker:
                     self._wrap = (telemetry.hook, *self.hooks) if telemetry.active else self.hooks
                     self._buffer.extend(jobs)
                     self._claims += 1
-                    if adaptive is not None and len(jobs) > len(self._idle) + 1:
-                        self._hold(now)  # more than the idle runners take at once
+                    if adaptive is not None:
+                        self._claimed_at = clock.now()
+                        if len(jobs) > len(self._idle) + 1:
+                            self._hold()  # more than the idle runners take at once
                     return
                 await self._wait_for_work(listener)
         finally:
@@ -440,8 +444,7 @@ class Worker:
             if self._idle and not self._waking:
                 self._wake_one()  # hand the claim duty (or the new jobs) on
 
-    def _hold(self, since: float) -> None:
-        self._held_since = since
+    def _hold(self) -> None:
         wanted = self._held_wanted
         assert wanted is not None
         wanted.set()
@@ -451,7 +454,7 @@ class Worker:
 
         They count as running in the storage, so no idle runner of another pool or
         process could take them; the estimate that sized the claim was wrong (jobs got
-        slower), and it is reset to claim no extra until shorter jobs are seen.
+        slower), and the extra claim shrinks.
         """
         clock = self._queue.clock
         adaptive = self._adaptive
@@ -461,7 +464,7 @@ class Worker:
             await self._held_wanted.wait()
             self._held_wanted = anyio.Event()
             claim = self._claims
-            await clock.sleep(max(0.0, self._held_since + HOLD_LIMIT - clock.now()))
+            await clock.sleep(max(0.0, self._claimed_at + HOLD_LIMIT - clock.now()))
             if claim != self._claims or not self._buffer or self._stopping:
                 continue  # started in time (or a newer claim, which set the event again)
             jobs = list(self._buffer)

@@ -18,20 +18,32 @@ from hyperqueue.testing import FakeClock
 pytestmark = pytest.mark.anyio
 
 
-def test_the_extra_claim_is_what_the_runners_start_within_a_few_milliseconds() -> None:
+def test_the_extra_claim_grows_while_batches_start_in_time_and_shrinks_when_not() -> None:
     prefetch = AdaptivePrefetch(concurrency=10)
     assert prefetch.extra == 0, "nothing claimed beyond free runners before a job has run"
-    prefetch.record(0.001)  # 10 runners at 1 ms a job start 10 jobs a millisecond
-    assert prefetch.extra == 50
-    for _ in range(50):
-        prefetch.record(0.000_01)
+    prefetch.record(0.000_01)
+    assert prefetch.extra == 10, "then one extra job per runner, as a first guess"
+    prefetch.batch_started(0.001)
+    prefetch.batch_started(0.001)
+    assert prefetch.extra == 40, "doubled after each batch started within 5 ms"
+    for _ in range(5):
+        prefetch.batch_started(0.001)
     assert prefetch.extra == 90, "capped at 9 per runner"
+    prefetch.batch_started(0.009)  # 90 extra took 9 ms: 50 fit in the target
+    assert prefetch.extra == 50
+    prefetch.held_too_long()
+    assert prefetch.extra == 25
+
+
+def test_runners_time_per_job_bounds_the_extra_claim() -> None:
+    prefetch = AdaptivePrefetch(concurrency=10)
+    for _ in range(5):
+        prefetch.batch_started(0.0)
+    prefetch.record(0.001)  # 10 runners at 1 ms a job start at most 10 a millisecond
+    assert prefetch.extra == 50
     for _ in range(30):
         prefetch.record(0.2)
     assert prefetch.extra == 0, "jobs of 200 ms: only free runners claim"
-    prefetch.record(0.0)
-    prefetch.held_too_long()
-    assert prefetch.extra == 0
 
 
 @pytest.mark.parametrize("bad", [-1, "fast", True, 1.5])
