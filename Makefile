@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve demo test docs bench clean
+.PHONY: serve demo test docs bench clean chromium
 
 $(BIN)/tox:
 	$(PYTHON) -m venv $(VENV)
@@ -23,9 +23,16 @@ serve: $(BIN)/hyperqueue-ready
 demo: $(BIN)/hyperqueue-ready
 	$(BIN)/python examples/demo.py
 
+## chromium: Debian's Chromium for the dashboard's browser tests, installed with apt-get
+## when /usr/bin/chromium is missing and we are root (else those tests skip, saying why)
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
+
 ## test: lint, type-check, run every test, on the dependency floors too, and build the docs
 ## (the same command CI runs)
-test: $(BIN)/tox
+test: $(BIN)/tox chromium
 	$(BIN)/tox run -e lint,core,floors,full,docs
 
 ## docs: the docs site into docs/_build/html (Sphinx; warnings are errors)

@@ -1,4 +1,6 @@
-"""hyperqueue_cli: the ``hyperqueue`` command (``serve``, ``worker``, ``status``, ``health``).
+"""hyperqueue_cli: the ``hyperqueue`` command: ``serve`` (also ``--detach``) and ``stop``,
+``worker``, and the operator's commands ``status``, ``health``, ``insights``, ``jobs``,
+``dlq``, ``keys`` and ``config``, with the exit statuses of docs/reference/cli.md.
 
 Install with ``pip install 'hyperqueue-jobs[server]'``; ``python -m hyperqueue_cli`` runs it
 too.

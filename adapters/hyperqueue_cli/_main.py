@@ -1,14 +1,19 @@
 """The ``hyperqueue`` command.
 
 ``serve`` runs the HTTP server with its worker pool (uvicorn, HTTP/1.1 keep-alive),
-``worker`` runs workers alone, ``status`` and ``health`` ask a running server. SIGTERM
-or Ctrl-C drains: the server stops taking requests, running jobs finish (within the
-drain timeout), and the process exits 0.
+in the foreground or with ``--detach`` in the background under a pid file (``stop``
+ends it); ``worker`` runs workers alone. SIGTERM or Ctrl-C drains: the server stops
+taking requests, running jobs finish (within the drain timeout), and the process exits 0.
+
+The operator's commands ask a running server: ``status``, ``health``, ``insights``,
+``jobs``, ``dlq``, ``keys`` (``status``, ``jobs list|show`` and ``dlq list`` also read a
+database directly with ``--db`` / ``--dsn``). They read the client variables
+``HYPERQUEUE_URL`` and ``HYPERQUEUE_API_KEY`` (or ``--url``, ``--api-key``), which are
+never configuration keys, and exit with the statuses of :mod:`._exit`.
 
 ``serve`` and ``worker`` read the configuration (defaults, ``--config``, then
 ``HYPERQUEUE_*`` variables, with or without ``--config``); options given on the command
-line win. ``status`` and ``health`` read the client variables ``HYPERQUEUE_URL`` and
-``HYPERQUEUE_API_KEY``, which are never configuration keys.
+line win.
 """
 
 from __future__ import annotations
@@ -26,14 +31,33 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-import httpx
+from click.core import ParameterSource
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 import hyperqueue as hq
 
+from . import _exit
+from ._client import Client, server_options
+from ._daemon import (
+    DEFAULT_LOG_FILE,
+    DEFAULT_PID_FILE,
+    alive,
+    check_pid_file,
+    read_pid_file,
+    remove_pid_file,
+    start_detached,
+    stop_server,
+    write_pid_file,
+)
+from ._direct import database_options, direct, wants_direct
+from ._dlq import dlq
+from ._exit import AUTH, UNREACHABLE, CliError
 from ._http_limits import apply_front_door, limit_hypercorn, uvicorn_options
+from ._insights import insights
+from ._jobs import jobs
+from ._keys import keys
 from ._load import check_storage, load_queue, use_storage
 
 if TYPE_CHECKING:
@@ -42,8 +66,6 @@ if TYPE_CHECKING:
     from ._server import ServerPlan
 
 __all__ = ["load_queue", "main"]
-
-_DEFAULT_URL = "http://127.0.0.1:8000"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -181,7 +203,28 @@ def _pool_options(command: F) -> F:
     "it would run and exit 0, without listening or opening the database.",
 )
 @_otel_option
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="Run in the background: output to --log-file, pid in --pid-file; returns once "
+    "the server answers. `hyperqueue stop` ends it.",
+)
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"Write the pid and URL here while serving; refuse to start while it names a "
+    f"live process.  [default with --detach: ./{DEFAULT_PID_FILE}]",
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help=f"With --detach: where the output goes (appended).  [default: ./{DEFAULT_LOG_FILE}]",
+)
+@click.pass_context
 def serve(
+    ctx: click.Context,
     app: str | None,
     db: Path | None,
     dsn: str | None,
@@ -194,6 +237,9 @@ def serve(
     allow_open: bool,
     check: bool,
     otel: bool,
+    detach: bool,
+    pid_file: Path | None,
+    log_file: Path | None,
 ) -> None:
     """Serve APP (module:queue) over HTTP with its workers; with no APP, demo tasks.
 
@@ -201,6 +247,25 @@ def serve(
     queue built with its own storage keeps it unless storage.* is configured.
     """
     from ._server import build_server
+
+    if detach and not check:
+        pid_path = pid_file or DEFAULT_PID_FILE
+        log_path = log_file or DEFAULT_LOG_FILE
+        started = start_detached(
+            _given_options(ctx, skip={"detach", "pid_file", "log_file"}),
+            pid_file=pid_path,
+            log_file=log_path,
+        )
+        click.echo(
+            f"hyperqueue serving on {started.url} (pid {started.pid}, detached)\n"
+            f"  dashboard: {started.url}/dashboard\n"
+            f"  log: {log_path}; pid file: {pid_path}; stop it with: hyperqueue stop"
+            + ("" if pid_path == DEFAULT_PID_FILE else f" --pid-file {pid_path}"),
+            err=True,
+        )
+        return
+    if pid_file is not None and not check:
+        check_pid_file(pid_file)
 
     config = _config(config_path)
     _observe(config, otel=otel and not check, service="hyperqueue-server")
@@ -216,7 +281,7 @@ def serve(
         watch=config_path,
     )
     host, port = plan.host, plan.port
-    auth, plugin = plan.auth, plan.plugin
+    auth = plan.auth
     if not check:
         check_storage(plan.queue.storage, "serve")
     loopback = host in ("127.0.0.1", "localhost", "::1")
@@ -233,8 +298,6 @@ def serve(
             click.echo(line)
         return
 
-    import uvicorn
-
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says
     # TCP, and accepted connections inherit it; without it Nagle and delayed ACKs add
     # about 40 ms to every request on a kept-alive connection
@@ -246,9 +309,58 @@ def serve(
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     sock.listen(2048)
     bound = sock.getsockname()[1]
+    if pid_file is not None:
+        write_pid_file(pid_file, f"http://{_reachable(shown)}:{bound}", log_file)
+    try:
+        _serve_on(plan, sock, shown, bound, loopback, server_kind)
+    finally:
+        if pid_file is not None:
+            remove_pid_file(pid_file)
 
+
+def _given_options(ctx: click.Context, *, skip: set[str]) -> list[str]:
+    """The arguments and options given on the command line, as words again (for the
+    detached copy of the command)."""
+    words: list[str] = []
+    for param in ctx.command.params:
+        name = param.name
+        if name is None or name in skip:
+            continue
+        if ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        value = ctx.params[name]
+        if isinstance(param, click.Argument):
+            words.append(str(value))
+        elif isinstance(param, click.Option) and param.is_flag:
+            if value:
+                words.append(param.opts[0])
+        else:
+            words.extend([param.opts[0], str(value)])
+    return words
+
+
+def _reachable(shown: str) -> str:
+    """An address clients can connect to for one the server binds (any address: the
+    loopback one)."""
+    return {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(shown, shown)
+
+
+def _serve_on(
+    plan: ServerPlan,
+    sock: socket.socket,
+    shown: str,
+    bound: int,
+    loopback: bool,
+    server_kind: str,
+) -> None:
+    """Run the server on the bound socket until a signal drains it."""
+    import uvicorn
+
+    plugin = plan.plugin
     console = Console(stderr=True)
     console.print(f"hyperqueue serving on http://{shown}:{bound}", soft_wrap=True)
+    if plugin.dashboard:
+        console.print(f"  dashboard: http://{shown}:{bound}/dashboard", soft_wrap=True)
     for line in _banner(plan, loopback, markup=True):
         console.print(line, soft_wrap=True, highlight=False)
     drain_timeout = plan.workers.drain_timeout
@@ -419,18 +531,26 @@ def config_validate(file: Path, no_env: bool) -> None:
     default=None,
     help="PostgreSQL database (postgresql://user@host/db; a password from PGPASSWORD).",
 )
+@click.option(
+    "--url",
+    default=None,
+    help="Take jobs from a hyperqueue server over HTTP (its worker protocol), with the "
+    "key in HYPERQUEUE_API_KEY (a worker key is enough).",
+)
 @_pool_options
 @_otel_option
 def worker(
     app: str,
     db: Path | None,
     dsn: str | None,
+    url: str | None,
     concurrency: int | None,
     drain_timeout: float | None,
     config_path: Path | None,
     otel: bool,
 ) -> None:
-    """Run workers for APP (module:queue) with no HTTP, until SIGTERM or Ctrl-C.
+    """Run workers for APP (module:queue) until SIGTERM or Ctrl-C: on the storage
+    directly, or with --url on a server's worker protocol (from any host that reaches it).
 
     Takes storage.*, workers.* and the tenants' max_running from the configuration,
     as `serve` does (the server's own keys, limits and retention are the server's).
@@ -442,9 +562,14 @@ def worker(
     config = _config(config_path)
     _observe(config, otel=otel, service="hyperqueue-worker")
     queue = _queue(app)
-    where, warning = use_storage(queue, config.storage, db, dsn)
+    if url is not None:
+        if db is not None or dsn is not None:
+            raise click.UsageError("give --url (a server), --db or --dsn, not two of them")
+        where, warning = _remote_storage(queue, url), None
+    else:
+        where, warning = use_storage(queue, config.storage, db, dsn)
+        check_storage(queue.storage, "worker")
     watch_slow_jobs(queue, config)
-    check_storage(queue.storage, "worker")
     settings = worker_settings(config, concurrency=concurrency, drain_timeout=drain_timeout)
     for name, quota in config.tenants.items():  # the app's own caps stay if tighter
         queue.tenant_limits[name] = min(
@@ -478,15 +603,34 @@ def worker(
     anyio.run(run, backend="asyncio")
 
 
-def _get(url: str, path: str) -> httpx.Response:
-    """GET from a running server, with the key in ``HYPERQUEUE_API_KEY`` when it is set
-    (a client variable: ``serve`` does not read it as configuration)."""
-    key = os.environ.get("HYPERQUEUE_API_KEY", "").strip()
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+def _remote_storage(queue: hq.Queue, url: str) -> str:
+    """Put the queue on the server at ``url``, after one request that shows the server
+    answers and takes the key: else one line and exit 3 (unreachable) or 4 (the key)."""
+    import anyio
+
     try:
-        return httpx.get(url.rstrip("/") + path, headers=headers, timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+        from hyperqueue_http import HttpStorage, RequestRejected
+    except ImportError:
+        raise click.UsageError(
+            "--url needs the client extra: pip install 'hyperqueue-jobs[client]'"
+        ) from None
+    key = os.environ.get("HYPERQUEUE_API_KEY") or None
+
+    async def probe() -> None:
+        storage = HttpStorage(url, api_key=key)
+        try:
+            await storage.open()
+        finally:
+            await storage.aclose()
+
+    try:
+        anyio.run(probe)
+    except hq.StorageError as exc:
+        raise CliError(f"cannot reach the server at {url}: {exc}", UNREACHABLE) from None
+    except RequestRejected as exc:
+        raise CliError(f"the server at {url} refused the key: {exc}", AUTH) from None
+    queue.storage = HttpStorage(url, api_key=key)  # a new client for the worker's loop
+    return f"server {url} (worker protocol)"
 
 
 def _checks_table(body: dict[str, Any]) -> Table:
@@ -505,53 +649,157 @@ def _checks_table(body: dict[str, Any]) -> Table:
     return table
 
 
+def _detached(pid_file: Path) -> dict[str, Any] | None:
+    """What the pid file says about a detached server, if there is one."""
+    info = read_pid_file(pid_file)
+    if info is None:
+        return None
+    return {"pid": info.pid, "url": info.url, "running": alive(info.pid), "pid_file": str(pid_file)}
+
+
 @main.command()
-@click.option("--url", default=_DEFAULT_URL, show_default=True, envvar="HYPERQUEUE_URL")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--detailed", is_flag=True, help="Add every health check.")
-def status(url: str, as_json: bool, detailed: bool) -> None:
-    """Jobs by status per queue on a running server; exit 1 when it is unhealthy."""
-    queues_response = _get(url, "/api/v1/queues")
-    if queues_response.status_code != 200:
-        raise click.ClickException(
-            f"{url} answered {queues_response.status_code}: {queues_response.text[:200]}"
-        )
-    health = _get(url, "/health")
-    health_body = health.json()
-    queues = queues_response.json()["queues"]
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PID_FILE,
+    show_default=True,
+    help="Say whether the detached server of this pid file runs (and ask it, when no "
+    "--url is given).",
+)
+@server_options
+@database_options
+@click.pass_context
+def status(
+    ctx: click.Context,
+    as_json: bool,
+    detailed: bool,
+    pid_file: Path,
+    url: str,
+    api_key: str | None,
+    db: Path | None,
+    dsn: str | None,
+) -> None:
+    """Jobs by status per queue, from a running server (or a database with --db /
+    --dsn), and whether a detached server runs; exit 1 when the server is unhealthy."""
+    if wants_direct(db, dsn):
+        _status_direct(db, dsn, as_json)
+        return
+    detached = _detached(pid_file)
+    if detached is not None and not as_json:
+        state = "running" if detached["running"] else "not running (stale pid file)"
+        click.echo(f"detached server: pid {detached['pid']}, {detached['url']}: {state}")
+    if (
+        detached is not None
+        and detached["running"]
+        and detached["url"]
+        and ctx.get_parameter_source("url") is ParameterSource.DEFAULT
+    ):
+        url = detached["url"]
+    with Client(url, api_key) as client:
+        queues = client.get("/api/v1/queues")["queues"]
+        health = client.send("GET", "/health")
+    try:
+        health_body = health.json()
+    except ValueError:
+        health_body = {"status": "unknown"}
     if as_json:
-        document: dict[str, Any] = {"queues": queues, "status": health_body.get("status")}
+        document: dict[str, Any] = {
+            "url": url,
+            "queues": queues,
+            "status": health_body.get("status"),
+        }
         if detailed:
             document["health"] = health_body
+        if detached is not None:
+            document["detached"] = detached
         click.echo(json.dumps(document, indent=2))
     else:
         console = Console()
-        table = Table(title=f"hyperqueue at {url}: {health_body.get('status')}")
-        columns = ("queue", "pending", "running", "completed", "failed", "cancelled", "total")
-        for column in columns:
-            table.add_column(column, justify="left" if column == "queue" else "right")
-        for row in queues:
-            table.add_row(*(str(row[c]) for c in columns))
-        console.print(table)
+        console.print(_queues_table(queues, f"hyperqueue at {url}: {health_body.get('status')}"))
         if detailed:
             console.print(_checks_table(health_body))
     if health.status_code != 200:
-        sys.exit(1)
+        sys.exit(_exit.FAILED)
+
+
+def _queues_table(queues: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    columns = ("queue", "pending", "running", "completed", "failed", "cancelled", "total")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for row in queues:
+        table.add_row(*(str(row[c]) for c in columns))
+    return table
+
+
+def _status_direct(db: Path | None, dsn: str | None, as_json: bool) -> None:
+    """``status --db``: the figures straight from the database (no health: no server)."""
+    import msgspec
+
+    async def read(queue: hq.Queue) -> list[Any]:
+        # the same figures as the server's GET /api/v1/queues
+        return [
+            {**msgspec.to_builtins(s), "total": s.total} for s in (await queue.stats()).values()
+        ]
+
+    queues = direct(db, dsn, read)
+    where = str(db) if db is not None else "PostgreSQL"
+    if as_json:
+        click.echo(json.dumps({"database": where, "queues": queues}, indent=2))
+    else:
+        Console().print(_queues_table(queues, f"hyperqueue database {where}"))
 
 
 @main.command()
-@click.option("--url", default=_DEFAULT_URL, show_default=True, envvar="HYPERQUEUE_URL")
+@server_options
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON body.")
-def health(url: str, as_json: bool) -> None:
+def health(url: str, api_key: str | None, as_json: bool) -> None:
     """The server's health checks; exit 1 unless it is healthy or degraded."""
-    response = _get(url, "/health")
+    with Client(url, api_key) as client:
+        response = client.send("GET", "/health")
+        if response.status_code in (401, 403):
+            raise client.error(response)
     try:
         body = response.json()
     except ValueError:
-        raise click.ClickException(f"{url}/health answered {response.status_code}") from None
+        raise CliError(f"{url}/health answered {response.status_code}") from None
     if as_json:
         click.echo(json.dumps(body, indent=2))
     else:
         Console().print(_checks_table(body))
     if response.status_code != 200 or body.get("status") == "unhealthy":
-        sys.exit(1)
+        sys.exit(_exit.FAILED)
+
+
+@main.command()
+@click.option(
+    "--pid-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_PID_FILE,
+    show_default=True,
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for the drain before giving up (exit 8).",
+)
+def stop(pid_file: Path, timeout: float) -> None:
+    """Stop the detached server of --pid-file: SIGTERM, then wait while it drains.
+
+    Exit 0 once it is gone (its pid file removed), 5 when none runs, 8 when it still
+    runs after --timeout seconds.
+    """
+    info = read_pid_file(pid_file)
+    took = stop_server(pid_file, timeout=timeout)
+    assert info is not None
+    click.echo(f"hyperqueue stopped (pid {info.pid}, {took:.1f} s)", err=True)
+
+
+main.add_command(insights)
+main.add_command(jobs)
+main.add_command(dlq)
+main.add_command(keys)

@@ -44,6 +44,7 @@ from ._config_routes import (
     restart_required,
 )
 from ._config_safety import is_loopback
+from ._dashboard import SessionInfo, WorkersResponse
 from ._demo import demo_queue
 from ._errors import STATUS_BY_ERROR
 from ._health import UNSERVED_AFTER
@@ -113,6 +114,7 @@ __all__ = [
     "RetentionSettings",
     "SQLiteAuditSink",
     "STATUS_BY_ERROR",
+    "SessionInfo",
     "ServerSettings",
     "SlowRequest",
     "StorageSettings",
@@ -120,6 +122,7 @@ __all__ = [
     "TraceContextFilter",
     "UNSERVED_AFTER",
     "WorkerSettings",
+    "WorkersResponse",
     "configure_logging",
     "create_app",
     "demo_queue",

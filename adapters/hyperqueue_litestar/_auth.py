@@ -12,6 +12,8 @@ Three pieces plug into Litestar:
   unknown key, 403 for a role that may not. The role a route needs comes from the
   handler's ``opt["hyperqueue_role"]`` when set, else from the method and route: reads
   need ``viewer``, job and dead-letter mutations ``operator``, anything else ``admin``.
+  The worker protocol's routes (``/worker/...``) need ``worker``, a role that does
+  nothing else and that operator and admin keys also have (:meth:`Principal.may`).
 - :attr:`Auth.middleware`: resolves the caller once per request (cached in the scope for
   the rate limits and the audit log) and confines a tenant-bound key to its tenant: a
   submission is forced to the key's tenant, a listing filtered to it, another tenant's
@@ -199,9 +201,13 @@ class _TenantRoutes:
         self.batch = f"{prefix}/jobs/batch"
         self.listing = f"{prefix}/jobs"
         self.one = re.compile(rf"^{re.escape(prefix)}/jobs/\{{job_id\}}(/cancel|/retry)?$")
-        # the workflow routes confine a tenant's key themselves (its steps, its runs)
-        self.workflows = re.compile(
-            rf"^{re.escape(prefix)}/workflows(/\{{workflow_id\}}(/cancel|/retry)?)?$"
+        # routes that confine a tenant's key themselves: workflows (its steps, its
+        # runs), and search, counts, bulk actions and dead-letter groups (the key's
+        # tenant is ANDed with the caller's query)
+        p = re.escape(prefix)
+        self.self_confined = re.compile(
+            rf"^{p}/workflows(/\{{workflow_id\}}(/cancel|/retry)?)?$"
+            rf"|^{p}/jobs/(count|cancel|retry|discard)$|^{p}/dead-letters/groups$"
         )
         self.prefix = prefix
 
@@ -377,7 +383,7 @@ class _AuthMiddleware(ASGIMiddleware):
         if method == "POST" and route in (routes.submit, routes.batch):
             await self._submit(scope, receive, send, next_app, tenant, route == routes.batch)
             return
-        if routes.workflows.match(route):
+        if routes.self_confined.match(route):
             await next_app(scope, receive, send)
             return
         if routes.one.match(route):

@@ -80,7 +80,7 @@ URL and the API key to send), not configuration keys: the environment layer skip
 so one shell can set them and still run ``hyperqueue serve``. With another
 ``env_prefix`` the same names after that prefix are skipped."""
 _CLIENT_KEYS = frozenset(name.removeprefix(ENV_PREFIX) for name in CLIENT_ENV_VARS)
-Role = Literal["admin", "operator", "viewer"]
+Role = Literal["admin", "operator", "viewer", "worker"]
 StorageKind = Literal["memory", "sqlite", "postgres"]
 Format = Literal["toml", "json"]
 

@@ -26,6 +26,7 @@ import hyperqueue as hq
 
 from ._auth import Auth
 from ._csrf import CsrfMiddleware
+from ._dashboard import dashboard_api_routes, dashboard_page_routes
 from ._errors import exception_handlers
 from ._health import health_routes, standard_checks
 from ._request_limits import (
@@ -72,6 +73,9 @@ class HyperqueuePlugin(InitPlugin):
     - ``dependency_key`` (``"hq_queue"``): the name handlers ask the queue by. Not
       ``"queue"``: Litestar reports an invalid body field that has a dependency's
       name as a 500, and submissions have a ``queue`` field.
+    - ``dashboard`` (True): the live web dashboard at ``/dashboard`` (its shell and
+      assets need no key; its data comes from the API with the caller's key), with
+      ``GET {api_prefix}/workers`` and ``GET {api_prefix}/session`` under ``guards``.
     - ``guards``: Litestar guards for the API routes (not health);
       ``middleware`` and ``route_handlers``: added to the app.
 
@@ -96,6 +100,7 @@ class HyperqueuePlugin(InitPlugin):
         "auth",
         "concurrency",
         "csrf",
+        "dashboard",
         "dependency_key",
         "drain_timeout",
         "guards",
@@ -150,6 +155,7 @@ class HyperqueuePlugin(InitPlugin):
         max_headers: int = DEFAULT_MAX_HEADERS,
         max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
         private: Sequence[str] = (),
+        dashboard: bool = True,
     ) -> None:
         if not isinstance(queue, hq.Queue):
             raise TypeError(f"HyperqueuePlugin needs a hyperqueue.Queue, not {queue!r}")
@@ -160,6 +166,7 @@ class HyperqueuePlugin(InitPlugin):
         if max_queue_depth < 1:
             raise ValueError("max_queue_depth must be at least 1")
         self.queue = queue
+        self.dashboard = dashboard
         self.max_memory_bytes = max_memory_bytes
         self.dependency_key = dependency_key
         self.workers = workers
@@ -231,6 +238,19 @@ class HyperqueuePlugin(InitPlugin):
                 *self.route_handlers,
             ]
         )
+        if self.dashboard:
+            app_config.route_handlers.extend(
+                [
+                    dashboard_api_routes(
+                        queue,
+                        self.modes,
+                        api_prefix=self.api_prefix,
+                        guards=self.guards,
+                        is_open=self._is_open,
+                    ),
+                    *dashboard_page_routes(api_prefix=self.api_prefix, is_open=self._is_open),
+                ]
+            )
         return app_config
 
     @asynccontextmanager

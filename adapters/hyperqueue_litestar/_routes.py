@@ -19,6 +19,7 @@ import hyperqueue as hq
 from hyperqueue import Operation
 
 from ._errors import STATUS_BY_ERROR
+from ._insights_routes import insights_routes
 from ._schedule_routes import schedule_routes
 from ._schemas import (
     BatchItem,
@@ -29,6 +30,8 @@ from ._schemas import (
     QueueFigures,
     QueuesResponse,
 )
+from ._search_routes import search_routes
+from ._worker_routes import worker_routes
 from ._workflow_routes import workflow_routes
 
 __all__ = ["MAX_DEPTH", "api_routes"]
@@ -201,7 +204,14 @@ def api_routes(
                 )
         return BatchResponse(items=items, **counts)
 
-    @get("/jobs", operation_id="listJobs", summary="List jobs, newest first")
+    @get(
+        "/jobs",
+        operation_id="listJobs",
+        summary="List jobs, newest first",
+        description="`q` is a search query (`status:failed task:send_* since:1h`), "
+        "ANDed with the other filters; a query that does not parse answers 422.",
+        responses=_errors(422),
+    )
     async def list_jobs(
         status: Annotated[hq.JobStatus | None, QueryParameter()] = None,
         queue_name: Annotated[str | None, QueryParameter(name="queue")] = None,
@@ -209,10 +219,18 @@ def api_routes(
         tenant: Annotated[str | None, QueryParameter()] = None,
         cursor: Annotated[str | None, QueryParameter()] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        q: Annotated[str | None, QueryParameter(max_length=2000)] = None,
     ) -> hq.Page:
         modes.check(Operation.READ)
+        where = None if q is None else hq.JobFilter.parse(q, now=queue.clock.now())
         return await queue.list_jobs(
-            status=status, queue=queue_name, task=task, tenant=tenant, cursor=cursor, limit=limit
+            status=status,
+            queue=queue_name,
+            task=task,
+            tenant=tenant,
+            cursor=cursor,
+            limit=limit,
+            where=where,
         )
 
     @get("/jobs/{job_id:str}", operation_id="getJob", summary="One job", responses=_errors(404))
@@ -273,4 +291,7 @@ def api_routes(
         events,
         *workflow_routes(queue, modes),
         *schedule_routes(queue, modes),
+        *worker_routes(queue, modes),
+        *insights_routes(queue, modes),
+        *search_routes(queue, modes),
     ]

@@ -11,13 +11,17 @@ from typing import Annotated, Any
 
 import msgspec
 
-from hyperqueue import CheckResult, HealthStatus, Job, Priority
+from hyperqueue import CheckResult, ErrorGroup, HealthStatus, Job, Priority
 
 __all__ = [
     "BatchItem",
     "BatchRequest",
     "BatchResponse",
+    "BulkRequest",
+    "BulkResponse",
+    "CountResponse",
     "ErrorBody",
+    "GroupsResponse",
     "HealthBody",
     "JobRequest",
     "JobTemplate",
@@ -126,3 +130,35 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
     status_code: int
     detail: str
     extra: Any = None
+
+
+# -- search, counts and bulk actions (see _search_routes) -------------------------------
+
+
+class CountResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The exact number of jobs a query takes."""
+
+    count: int
+
+
+class BulkRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The body of ``POST /jobs/cancel|retry|discard``: the query (``q``, the search
+    language); ``dry_run`` counts what would change and changes nothing; ``expected``,
+    the count the caller confirmed: a different count at the start answers 409."""
+
+    q: Annotated[str, msgspec.Meta(max_length=2000)]
+    dry_run: bool = False
+    expected: Annotated[int, msgspec.Meta(ge=0)] | None = None
+
+
+class BulkResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """How many jobs the bulk action changed (or, with ``dry_run``, would change)."""
+
+    count: int
+    dry_run: bool
+
+
+class GroupsResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Dead letters grouped by error fingerprint, newest group first."""
+
+    groups: list[ErrorGroup]

@@ -29,10 +29,12 @@ __all__ = [
     "send_json",
 ]
 
-Role = Literal["admin", "operator", "viewer"]
-ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+Role = Literal["admin", "operator", "viewer", "worker"]
+ROLE_RANK: dict[str, int] = {"worker": 0, "viewer": 1, "operator": 2, "admin": 3}
 """Each role may do what the roles below it may: viewer reads, operator also submits,
-cancels and retries, admin also changes the configuration and reads the audit log."""
+cancels and retries, admin also changes the configuration and reads the audit log.
+``worker`` stands aside (rank 0): it may use the worker protocol (claim, extend, finish
+and read a job by id) and nothing else; operator and admin keys may use it too."""
 
 PRINCIPAL = "hyperqueue.principal"
 """Key of the resolved caller in ``scope["state"]`` (set by :class:`._auth.Auth`)."""
@@ -48,6 +50,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     rank: int = 0
 
     def may(self, role: Role) -> bool:
+        if role == "worker":
+            return "worker" in self.roles or self.rank >= ROLE_RANK["operator"]
         return self.rank >= ROLE_RANK[role]
 
 

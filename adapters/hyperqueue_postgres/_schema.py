@@ -184,7 +184,28 @@ _V1: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+_V2: tuple[str, ...] = (
+    # Dead-letter groups and ``fingerprint:`` searches (hq.fingerprint): a failed job's
+    # fingerprint is computed in Python (one definition for every backend) and stored
+    # with the fencing token of the claim that failed it. A job only fails from a
+    # claim, and every claim takes a new token, so ``fingerprint_token IS DISTINCT FROM
+    # token`` says it is missing or from an earlier failure: the partial index finds
+    # those, and is empty once they are filled in.
+    "ALTER TABLE hq_jobs ADD COLUMN fingerprint text",
+    "ALTER TABLE hq_jobs ADD COLUMN fingerprint_token bigint",
+    # groups read this index alone: a failed job always has finished_at, and the tokens
+    # say whether its fingerprint is current
+    """
+    CREATE INDEX hq_jobs_fingerprint ON hq_jobs (fingerprint, finished_at, id)
+        INCLUDE (token, fingerprint_token) WHERE status = 'failed'
+    """,
+    """
+    CREATE INDEX hq_jobs_fingerprint_stale ON hq_jobs (id)
+        WHERE status = 'failed' AND fingerprint_token IS DISTINCT FROM token
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 """Migration ``n`` (counting from 1) brings a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,8 +44,10 @@ import anyio
 import asyncpg
 
 from hyperqueue import (
+    ErrorGroup,
     HyperqueueError,
     Job,
+    JobFilter,
     JobStatus,
     Outcome,
     Page,
@@ -57,7 +59,7 @@ from hyperqueue import (
     WorkflowRecord,
 )
 
-from . import _events, _retention, _schedules, _sql, _workflows
+from . import _events, _retention, _schedules, _search, _sql, _workflows
 from ._retention import PruneReport
 from ._schema import LOCK_CLASS, migrate
 from ._tx import CHANNEL, Tx
@@ -474,6 +476,57 @@ class PostgresStorage:
         items = found[:limit]
         more = len(found) > limit
         return Page(items=items, next_cursor=items[-1].id if more else None)
+
+    # -- search, counts and bulk actions (see _search) ----------------------------------
+
+    async def _fill_fingerprints(self) -> None:
+        while await self._write("fingerprinting failed jobs", _search.fill_fingerprints) == (
+            _search.FILL_BATCH
+        ):
+            pass
+
+    async def search(
+        self, where: JobFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        if where.fingerprint is not None:
+            await self._fill_fingerprints()
+        found = await self._run("searching jobs", _search.search, where, cursor, limit + 1)
+        items = found[:limit]
+        return Page(items=items, next_cursor=items[-1].id if len(found) > limit else None)
+
+    async def count(self, where: JobFilter) -> int:
+        if where.fingerprint is not None:
+            await self._fill_fingerprints()
+        return await self._run("counting jobs", _search.count, where)
+
+    async def cancel_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        if where.fingerprint is not None:
+            await self._fill_fingerprints()
+        return await self._write(
+            "cancelling jobs", _search.cancel_matching, where, now, limit, before
+        )
+
+    async def retry_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        if where.fingerprint is not None:
+            await self._fill_fingerprints()
+        return await self._write("retrying jobs", _search.retry_matching, where, now, limit, before)
+
+    async def discard_matching(
+        self, where: JobFilter, *, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        if where.fingerprint is not None:
+            await self._fill_fingerprints()
+        return await self._write("discarding jobs", _search.discard_matching, where, limit, before)
+
+    async def error_groups(
+        self, where: JobFilter, *, limit: int = 100
+    ) -> builtins.list[ErrorGroup]:
+        await self._fill_fingerprints()
+        return await self._run("grouping failed jobs", _search.error_groups, where, limit)
 
     async def counts(self) -> dict[str, dict[JobStatus, int]]:
         await self._run("folding counts", _fold)

@@ -251,7 +251,28 @@ _V4 = (
     "ALTER TABLE jobs ADD COLUMN headers TEXT",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5 = (
+    # Dead-letter groups and ``fingerprint:`` searches (hq.fingerprint): a failed job's
+    # fingerprint is computed in Python (one definition for every backend) and stored
+    # with the fencing token of the claim that failed it. A job can only fail from a
+    # claim, and every claim takes a new token, so ``fingerprint_token IS NOT token``
+    # says the stored fingerprint is missing or from an earlier failure; the partial
+    # index below finds exactly those, and holds nothing once they are filled in.
+    "ALTER TABLE jobs ADD COLUMN fingerprint TEXT",
+    "ALTER TABLE jobs ADD COLUMN fingerprint_token INTEGER",
+    # Groups read this index alone: a failed job always has finished_at, and the
+    # tokens say whether its fingerprint is current.
+    """
+    CREATE INDEX jobs_fingerprint ON jobs (fingerprint, finished_at, id, token, fingerprint_token)
+        WHERE status = 'failed'
+    """,
+    """
+    CREATE INDEX jobs_fingerprint_stale ON jobs (seq)
+        WHERE status = 'failed' AND fingerprint_token IS NOT token
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -30,8 +30,10 @@ import anyio
 import anyio.to_thread
 
 from hyperqueue import (
+    ErrorGroup,
     HyperqueueError,
     Job,
+    JobFilter,
     JobStatus,
     Outcome,
     Page,
@@ -43,7 +45,7 @@ from hyperqueue import (
     WorkflowRecord,
 )
 
-from . import _schedules, _sql, _workflows
+from . import _schedules, _search, _sql, _workflows
 from ._batch import GroupCommit
 from ._driver import Connection, DatabaseError, FullError, sqlite_version
 from ._health import FIXED_IN, SQLiteHealth, wal_reset_bug
@@ -461,6 +463,51 @@ class SQLiteStorage:
         items = found[:limit]
         more = len(found) > limit
         return Page(items=items, next_cursor=items[-1].id if more else None)
+
+    # -- search, counts and bulk actions (see _search) ----------------------------------
+
+    async def _fingerprints(self, where: JobFilter) -> None:
+        """Fill in the fingerprints a filter by fingerprint needs (a few batches, once)."""
+        if where.fingerprint is not None:
+            while await self._write(_search.fill_fingerprints) == _search.FILL_BATCH:
+                pass
+
+    async def search(
+        self, where: JobFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        await self._fingerprints(where)
+        found = await self._read(_search.search, where, cursor, limit + 1)
+        items = found[:limit]
+        return Page(items=items, next_cursor=items[-1].id if len(found) > limit else None)
+
+    async def count(self, where: JobFilter) -> int:
+        await self._fingerprints(where)
+        return await self._read(_search.count, where)
+
+    async def cancel_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        await self._fingerprints(where)
+        return await self._write(_search.cancel_matching, where, now, limit, before)
+
+    async def retry_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        await self._fingerprints(where)
+        return await self._write(_search.retry_matching, where, now, limit, before)
+
+    async def discard_matching(
+        self, where: JobFilter, *, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        await self._fingerprints(where)
+        return await self._write(_search.discard_matching, where, limit, before)
+
+    async def error_groups(
+        self, where: JobFilter, *, limit: int = 100
+    ) -> builtins.list[ErrorGroup]:
+        while await self._write(_search.fill_fingerprints) == _search.FILL_BATCH:
+            pass
+        return await self._read(_search.error_groups, where, limit)
 
     async def counts(self) -> dict[str, dict[JobStatus, int]]:
         out: dict[str, dict[JobStatus, int]] = {}

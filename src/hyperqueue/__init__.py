@@ -53,6 +53,7 @@ from ._events import (
     ScheduleMissed,
     SubscriberStats,
 )
+from ._filter import ErrorGroup, FilterError, JobFilter, fingerprint
 from ._health import CheckResult, Health, HealthCheck, HealthReport, HealthStatus
 from ._hooks import ExecutionHook, JobRun
 from ._memory import MemoryStorage
@@ -103,11 +104,13 @@ __all__ = [
     "CircuitOpenError",
     "Clock",
     "Enqueued",
+    "ErrorGroup",
     "Event",
     "EventBus",
     "EventBusStats",
     "EventStream",
     "ExecutionHook",
+    "FilterError",
     "Health",
     "HealthCheck",
     "HealthReport",
@@ -121,6 +124,7 @@ __all__ = [
     "JobEnqueued",
     "JobEvent",
     "JobFailed",
+    "JobFilter",
     "JobNotFound",
     "JobOptions",
     "JobProgress",
@@ -180,6 +184,7 @@ __all__ = [
     "WorkflowStatus",
     "cached",
     "current_job",
+    "fingerprint",
     "report_progress",
     "retry",
     "run_worker",

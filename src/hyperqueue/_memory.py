@@ -31,6 +31,7 @@ from ._errors import (
     ScheduleNotFound,
     WorkflowNotFound,
 )
+from ._filter import ErrorGroup, JobFilter
 from ._models import (
     _RANK,
     Job,
@@ -52,6 +53,7 @@ _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
 _CANCELLED = JobStatus.CANCELLED
 _COMPLETED_EVENT = "job.completed"
+_FAILED_ONLY = frozenset({_FAILED})
 
 # Jobs enqueued to run now arrive in run_at order, so each priority level keeps its due
 # jobs in a FIFO lane of (run_at, seq, id): O(1) push and pop. A due job that would sort
@@ -773,6 +775,90 @@ class MemoryStorage:
         more = len(found) > limit
         items = found[:limit]
         return Page(items=items, next_cursor=items[-1].id if more else None)
+
+    # -- search (see _filter) ---------------------------------------------------------
+
+    def _matching(
+        self, where: JobFilter, before: str | None, statuses: frozenset[JobStatus] | None = None
+    ) -> Iterable[Job]:
+        for job in self._jobs.values():
+            if before is not None and job.id >= before:
+                continue
+            if statuses is not None and job.status not in statuses:
+                continue
+            if where.matches(job):
+                yield job
+
+    async def search(
+        self, where: JobFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        found = heapq.nlargest(limit + 1, self._matching(where, cursor), key=lambda j: j.id)
+        items = found[:limit]
+        return Page(items=items, next_cursor=items[-1].id if len(found) > limit else None)
+
+    async def count(self, where: JobFilter) -> int:
+        return sum(1 for _ in self._matching(where, None))
+
+    def _batch(
+        self, where: JobFilter, action: str, before: str | None, limit: int
+    ) -> builtins.list[Job]:
+        narrowed = where.for_action(action)
+        if narrowed is None:
+            return []
+        found = self._matching(narrowed, before)
+        if action == "discard":  # a step stays while its workflow runs, as retention keeps it
+            found = (job for job in found if not self._in_live_flow(job))
+        return heapq.nlargest(limit, found, key=lambda j: j.id)
+
+    async def cancel_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        out: builtins.list[Job] = []
+        for job in self._batch(where, "cancel", before, limit):
+            job = self._jobs[job.id]  # a parent cancelled just now may have taken it
+            if job.status is _CANCELLED:
+                out.append(job)
+            elif not job.status.is_final:
+                out.append(self._cancel(job, now))
+        if out and self._listeners:
+            self._notify()
+        return out
+
+    async def retry_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        return [
+            await self.retry(job.id, now=now) for job in self._batch(where, "retry", before, limit)
+        ]
+
+    async def discard_matching(
+        self, where: JobFilter, *, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        gone: builtins.list[Job] = []
+        for job in self._batch(where, "discard", before, limit):
+            flow = None if job.step is None else self._flows.get(job.step.workflow)
+            del self._jobs[job.id]
+            self._counts[job.queue][job.status] -= 1
+            if flow is not None and not any(i in self._jobs for i in flow.record.steps.values()):
+                del self._flows[flow.record.id]
+            gone.append(job)
+        return gone
+
+    def _in_live_flow(self, job: Job) -> bool:
+        """Whether ``job`` is a step of a workflow that has a step not final yet."""
+        flow = None if job.step is None else self._flows.get(job.step.workflow)
+        if flow is None:
+            return False
+        jobs = self._jobs
+        return any(
+            (step := jobs.get(i)) is not None and not step.status.is_final
+            for i in flow.record.steps.values()
+        )
+
+    async def error_groups(
+        self, where: JobFilter, *, limit: int = 100
+    ) -> builtins.list[ErrorGroup]:
+        return ErrorGroup.fold(self._matching(where, None, _FAILED_ONLY), limit=limit)
 
     async def counts(self) -> dict[str, dict[JobStatus, int]]:
         return {name: dict(counts) for name, counts in self._counts.items()}

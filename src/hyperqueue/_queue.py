@@ -39,6 +39,7 @@ from ._errors import (
     WorkflowNotFound,
 )
 from ._events import EventBus, JobCancelled, JobEnqueued, job_event
+from ._filter import ErrorGroup, JobFilter
 from ._hooks import ExecutionHook
 from ._ids import IdFactory
 from ._memory import MemoryStorage
@@ -113,6 +114,35 @@ _cursor_decode = msgspec.json.Decoder(_Cursor).decode
 
 def _write_cursor(after: str, filters: _Filters) -> str:
     return base64.urlsafe_b64encode(_cursor_encode(_Cursor(after, filters))).decode().rstrip("=")
+
+
+_search_encode = msgspec.json.Encoder().encode
+_search_decode = msgspec.json.Decoder(tuple[str, JobFilter]).decode
+
+
+def _write_search_cursor(after: str, where: JobFilter) -> str:
+    raw = _search_encode((after, where))
+    return "s" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _read_search_cursor(cursor: str) -> tuple[str, JobFilter]:
+    try:
+        if not cursor.startswith("s"):
+            raise ValueError(cursor)
+        body = cursor[1:]
+        return _search_decode(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, msgspec.DecodeError):
+        raise OptionError("cursor", "not a cursor this search gave out") from None
+
+
+def _within(carried: JobFilter, asked: JobFilter) -> bool:
+    """Whether a cursor's filter keeps every condition asked for now (``since`` and
+    ``until`` aside: relative times move between two requests)."""
+    for name in JobFilter.__struct_fields__:
+        wanted = getattr(asked, name)
+        if name not in ("since", "until") and wanted and getattr(carried, name) != wanted:
+            return False
+    return True
 
 
 def _read_cursor(cursor: str) -> tuple[str, _Filters]:
@@ -823,17 +853,30 @@ class Queue:
         tenant: str | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        where: JobFilter | None = None,
     ) -> Page:
         """Jobs newest first, filtered; pass the page's ``next_cursor`` for the next.
 
         The cursor carries the filters of the listing it came from: the next page is of
         the same listing whatever filters come with it, and a cursor given with other
-        filters is refused (:class:`OptionError`).
+        filters is refused (:class:`OptionError`). ``where`` (a :class:`JobFilter`,
+        e.g. ``JobFilter.parse("status:failed task:send_*", now=...)``) is ANDed with
+        the other filters.
         """
         if not self._opened:
             await self.open()
         if not 1 <= limit <= 1000:
             raise OptionError("limit", "must be between 1 and 1000")
+        if where is not None or (cursor is not None and cursor.startswith("s")):
+            return await self._search(
+                where,
+                status=status,
+                queue=queue,
+                task=task,
+                tenant=tenant,
+                cursor=cursor,
+                limit=limit,
+            )
         try:
             wanted = None if status is None else JobStatus(status)
         except ValueError:
@@ -861,6 +904,129 @@ class Queue:
         if page.next_cursor is None:
             return page
         return Page(items=page.items, next_cursor=_write_cursor(page.next_cursor, filters))
+
+    # -- search, counts and bulk actions (see _filter) --------------------------------
+
+    async def _search(
+        self,
+        where: JobFilter | None,
+        *,
+        status: JobStatus | str | None,
+        queue: str | None,
+        task: str | None,
+        tenant: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> Page:
+        """A listing by filter. Its cursor carries the filter (with ``since`` and
+        ``until`` resolved when the first page was read): the next page is of the same
+        search, and a cursor given with another filter is refused."""
+        try:
+            statuses = None if status is None else (JobStatus(status),)
+        except ValueError:
+            raise OptionError("status", f"{status!r} is not a job status") from None
+        base = where if where is not None else JobFilter()
+        narrowed = base.narrowed(status=statuses, queue=queue, task=task, tenant=tenant)
+        after = None
+        if cursor is not None:
+            after, carried = _read_search_cursor(cursor)
+            if narrowed is None or not _within(carried, narrowed):
+                raise OptionError("cursor", "this cursor belongs to a search with another filter")
+            narrowed = carried
+        if narrowed is None:
+            return Page(items=[])
+        page = await self.storage.search(narrowed, cursor=after, limit=limit)
+        if page.next_cursor is None:
+            return page
+        return Page(items=page.items, next_cursor=_write_search_cursor(page.next_cursor, narrowed))
+
+    async def count_jobs(self, where: JobFilter | None = None) -> int:
+        """The exact number of jobs that pass ``where`` (every job when ``None``)."""
+        if not self._opened:
+            await self.open()
+        return await self.storage.count(where if where is not None else JobFilter())
+
+    async def cancel_matching(self, where: JobFilter, *, batch: int = 500) -> int:
+        """Cancel every pending or running job that passes ``where``, as :meth:`cancel`
+        does each (running ones are interrupted where they run; steps settle their
+        workflow), ``batch`` jobs per storage transaction; returns how many. Jobs
+        enqueued while it runs are left alone."""
+        now = self.clock.now()
+
+        def done(jobs: list[Job]) -> None:
+            for job in jobs:
+                for worker in self._workers:
+                    worker._interrupt(job.id, "cancelled")
+                self._job_final(job)
+                if self.events.active:
+                    self.events.publish(JobCancelled(at=now, job=job))
+
+        async def step(before: str | None) -> list[Job]:
+            return await self.storage.cancel_matching(where, now=now, limit=batch, before=before)
+
+        return await self._in_batches(step, done, batch)
+
+    async def retry_matching(self, where: JobFilter, *, batch: int = 500) -> int:
+        """Run again every failed or cancelled job that passes ``where``, as
+        :meth:`retry` does each, ``batch`` jobs per storage transaction; returns how
+        many."""
+        now = self.clock.now()
+
+        def done(jobs: list[Job]) -> None:
+            if self.events.active:
+                for job in jobs:
+                    self.events.publish(JobEnqueued(at=now, job=job))
+
+        async def step(before: str | None) -> list[Job]:
+            return await self.storage.retry_matching(where, now=now, limit=batch, before=before)
+
+        return await self._in_batches(step, done, batch)
+
+    async def discard_matching(self, where: JobFilter, *, batch: int = 500) -> int:
+        """Delete every completed, failed or cancelled job that passes ``where`` (a step
+        of a workflow still running is kept), ``batch`` jobs per storage transaction;
+        returns how many."""
+
+        async def step(before: str | None) -> list[Job]:
+            return await self.storage.discard_matching(where, limit=batch, before=before)
+
+        return await self._in_batches(step, lambda jobs: None, batch)
+
+    async def _in_batches(
+        self,
+        step: Callable[[str | None], Awaitable[list[Job]]],
+        done: Callable[[list[Job]], None],
+        batch: int,
+    ) -> int:
+        """Run ``step`` newest first, one batch after another below the last id seen,
+        until a batch comes back short: each job is looked at once."""
+        if not 1 <= batch <= 10_000:
+            raise OptionError("batch", "must be between 1 and 10,000")
+        if not self._opened:
+            await self.open()
+        total = 0
+        before: str | None = None
+        while True:
+            jobs = await step(before)
+            done(jobs)
+            total += len(jobs)
+            if len(jobs) < batch:
+                return total
+            before = min(job.id for job in jobs)
+
+    async def dead_letter_groups(
+        self, where: JobFilter | None = None, *, limit: int = 100
+    ) -> list[ErrorGroup]:
+        """Failed jobs grouped by error fingerprint (:func:`hyperqueue.fingerprint`),
+        newest group first, at most ``limit`` groups; a group's jobs are
+        ``JobFilter(fingerprint=group.fingerprint)``."""
+        if not 1 <= limit <= 1000:
+            raise OptionError("limit", "must be between 1 and 1000")
+        if not self._opened:
+            await self.open()
+        return await self.storage.error_groups(
+            where if where is not None else JobFilter(), limit=limit
+        )
 
     async def dead_letters(
         self, *, queue: str | None = None, cursor: str | None = None, limit: int = 100

@@ -19,6 +19,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from ._clock import Clock
+from ._filter import ErrorGroup, JobFilter
 from ._hooks import ExecutionHook, JobRun, RunOutcome
 from ._models import (
     Job,
@@ -164,6 +165,54 @@ class Storage(Protocol):
         limit: int = 100,
     ) -> Page:
         """Jobs newest first (by id), filtered; ``cursor`` is the previous page's."""
+        ...
+
+    # -- search (see hyperqueue._filter) ------------------------------------------------
+
+    async def search(
+        self, where: JobFilter, *, cursor: str | None = None, limit: int = 100
+    ) -> Page:
+        """Jobs that pass ``where`` (:meth:`JobFilter.matches` is the reference), newest
+        first (by id); ``cursor`` is the previous page's ``next_cursor`` (a job id)."""
+        ...
+
+    async def count(self, where: JobFilter) -> int:
+        """The exact number of jobs that pass ``where``."""
+        ...
+
+    async def cancel_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        """Cancel, in one transaction, up to ``limit`` pending or running jobs that pass
+        ``where`` with an id below ``before`` (all when ``None``), newest first, each as
+        :meth:`cancel` would (steps settle their workflow); returns them as cancelled,
+        newest first. The caller loops with ``before`` set to the last id returned until
+        fewer than ``limit`` come back, so a job enqueued meanwhile is left alone."""
+        ...
+
+    async def retry_matching(
+        self, where: JobFilter, *, now: float, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        """As :meth:`cancel_matching`, for failed or cancelled jobs, each as
+        :meth:`retry` would; returns them as pending again."""
+        ...
+
+    async def discard_matching(
+        self, where: JobFilter, *, limit: int, before: str | None = None
+    ) -> builtins.list[Job]:
+        """Delete, in one transaction, up to ``limit`` completed, failed or cancelled
+        jobs that pass ``where`` with an id below ``before``, newest first; returns them
+        as they were. A step of a workflow that still has a step pending or running is
+        kept (its result may be an input still to come), as retention keeps it. No event
+        is written: the job is gone."""
+        ...
+
+    async def error_groups(
+        self, where: JobFilter, *, limit: int = 100
+    ) -> builtins.list[ErrorGroup]:
+        """The failed jobs that pass ``where``, grouped by :func:`hyperqueue.fingerprint`,
+        newest group first (by its latest ``finished_at``), at most ``limit`` groups;
+        counts are exact."""
         ...
 
     async def counts(self) -> dict[str, dict[JobStatus, int]]:

@@ -20,6 +20,7 @@ from hyperqueue._models import Job, JobStatus, Outcome, Priority, WorkerInfo
 from hyperqueue.abc import Storage
 
 from ._contract_schedules import ScheduleContract
+from ._contract_search import SearchContract
 from ._contract_workflows import WorkflowContract
 
 __all__ = ["StorageContract"]
@@ -57,7 +58,7 @@ async def _claim(
     return await storage.claim(queues, limit=limit, now=now, lease=LEASE, worker=worker)
 
 
-class StorageContract(ScheduleContract, WorkflowContract):
+class StorageContract(ScheduleContract, WorkflowContract, SearchContract):
     """Tests that pin the Storage protocol; see the module docstring."""
 
     @pytest.fixture

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation.modes import GenerationMode
 from server_process import Server, start_server, stop
+from test_worker_routes import FUZZED as WORKER_ROUTES
 
 OPERATIONS = [
     ("POST", "/api/v1/jobs"),
@@ -28,7 +29,15 @@ OPERATIONS = [
     ("POST", "/api/v1/jobs/{job_id}/cancel"),
     ("POST", "/api/v1/jobs/{job_id}/retry"),
     ("GET", "/api/v1/queues"),
+    ("GET", "/api/v1/insights"),
+    ("GET", "/api/v1/workers"),
+    ("GET", "/api/v1/session"),
     ("GET", "/api/v1/dead-letters"),
+    ("GET", "/api/v1/dead-letters/groups"),
+    ("GET", "/api/v1/jobs/count"),
+    ("POST", "/api/v1/jobs/cancel"),
+    ("POST", "/api/v1/jobs/retry"),
+    ("POST", "/api/v1/jobs/discard"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/config"),
     ("GET", "/api/v1/config/history"),
@@ -50,6 +59,7 @@ OPERATIONS = [
 ]
 
 INVALID_INPUT = {
+    ("GET", "/api/v1/insights"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/config/history"),
     ("GET", "/api/v1/config/versions/{version}"),
@@ -79,7 +89,9 @@ def api(live_server: Server) -> Any:
 
 def test_every_operation_is_fuzzed(api: Any) -> None:
     found = {(op.ok().method.upper(), op.ok().path) for op in api.get_all_operations()}
-    assert found == {*OPERATIONS, ("GET", "/api/v1/events")}
+    # the worker protocol and storage routes are fuzzed in test_worker_routes.py, with
+    # their long polls told not to wait
+    assert found == {*OPERATIONS, *WORKER_ROUTES, ("GET", "/api/v1/events")}
 
 
 CASES = [
