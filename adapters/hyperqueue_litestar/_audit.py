@@ -155,7 +155,7 @@ class SQLiteAuditSink:
         return await self._db.query(doing, sql, params)
 
     async def write(self, record: AuditRecord) -> int:
-        rows = await self._call(
+        rows = await self._db.write(
             "writing an audit record",
             "INSERT INTO audit_log (at, event, actor, tenant, resource, action, result, metadata)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
@@ -202,7 +202,11 @@ def _action(method: str, route: str, prefix: str) -> tuple[str, str]:
         return "job.submit", "submit"
     if tail == "/jobs/batch":
         return "job.batch", "batch"
-    for kind, plural in (("workflow", "/workflows"), ("schedule", "/schedules")):
+    for kind, plural in (
+        ("workflow", "/workflows"),
+        ("schedule", "/schedules"),
+        ("queue", "/queues"),
+    ):
         if tail == plural and method == "POST":
             return f"{kind}.submit", "submit"
         if tail.startswith(plural + "/"):

@@ -176,3 +176,57 @@ def msgspec_replace(record: AuditRecord, **changes: Any) -> AuditRecord:
     import msgspec
 
     return msgspec.structs.replace(record, **changes)
+
+
+async def test_concurrent_records_share_transactions_and_each_is_committed(
+    tmp_path: Path,
+) -> None:
+    """A burst of requests writes its audit records by group commit: every write returns
+    its own sequence number once its row is in the file."""
+    import anyio
+
+    path = tmp_path / "audit.db"
+    record = AuditRecord(
+        at=1.0, event="job.submit", actor=Actor(type="key", id="ops"), resource="job:x",
+        action="POST /api/v1/jobs", result="success", metadata={"status": 201},
+    )  # fmt: skip
+    seqs: list[int] = []
+    async with SQLiteAuditSink(path) as sink:
+
+        async def write(n: int) -> None:
+            seqs.append(await sink.write(msgspec_replace(record, resource=f"job:{n}")))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(write, n)
+    assert sorted(seqs) == list(range(1, 201))
+    async with SQLiteAuditSink(path) as sink:
+        page = await sink.read(limit=500)
+    assert sorted(r.resource for r in page.items) == sorted(f"job:{n}" for n in range(200))
+
+
+async def test_a_failing_write_in_a_shared_transaction_fails_alone(tmp_path: Path) -> None:
+    import anyio
+
+    from hyperqueue_sqlite import ThreadConnection
+
+    db = ThreadConnection(tmp_path / "t.db", what="test table")
+    await db.open()
+    try:
+        await db.query("creating", "CREATE TABLE t (n INTEGER UNIQUE)")
+        outcomes: dict[int, object] = {}
+
+        async def insert(n: int) -> None:
+            try:
+                outcomes[n] = await db.write("inserting", "INSERT INTO t VALUES (?)", (n % 5,))
+            except Exception as exc:
+                outcomes[n] = type(exc).__name__
+
+        async with anyio.create_task_group() as tg:
+            for n in range(10):
+                tg.start_soon(insert, n)
+        rows = await db.query("reading", "SELECT n FROM t ORDER BY n")
+    finally:
+        await db.aclose()
+    assert [row[0] for row in rows] == [0, 1, 2, 3, 4]
+    assert sum(1 for v in outcomes.values() if v == []) == 5, outcomes
