@@ -259,7 +259,8 @@ def build_server(
     audit_sink: Any = MemoryAuditSink()
     store: Any = MemoryConfigStore()
     if sqlite:
-        audit_sink, store = SQLiteAuditSink(sqlite), ConfigStore(sqlite)
+        assert isinstance(storage, SQLiteStorage)
+        audit_sink, store = SQLiteAuditSink(sqlite, storage=storage), ConfigStore(sqlite)
     elif postgres:
         from hyperqueue_postgres import ConfigStore as PostgresConfigStore
 

@@ -42,7 +42,7 @@ from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Guard, Message, Receive, Scope, Send
 
 import hyperqueue as hq
-from hyperqueue_sqlite import ThreadConnection
+from hyperqueue_sqlite import SQLiteStorage, ThreadConnection
 
 from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of, route_of
 
@@ -137,12 +137,24 @@ class SQLiteAuditSink:
     The actor is stored as JSON in ``actor`` (its tenant also in ``tenant``), the
     metadata as JSON. ``busy_timeout`` (default 5.0 s) bounds a wait for another
     process's write lock.
+
+    ``storage``: the :class:`~hyperqueue_sqlite.SQLiteStorage` of the same file, when
+    the server runs on it. Records are then written by the storage's writer, in the
+    transactions it shares between concurrent writes (group commit), rather than by a
+    second connection contending for the file's one write lock (whose waiter sleeps in
+    SQLite's busy handler); without it, concurrent records still share transactions on
+    the sink's own connection.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self, path: str | Path, *, busy_timeout: float = 5.0, storage: SQLiteStorage | None = None
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._db = ThreadConnection(self.path, what="SQLite audit sink", busy_timeout=busy_timeout)
+        if storage is not None and Path(storage.path).resolve() != self.path.resolve():
+            raise ValueError(f"the storage is on {storage.path}, not on {self.path}")
+        self._storage = storage
 
     async def __aenter__(self) -> SQLiteAuditSink:
         await self._db.open()
@@ -155,21 +167,24 @@ class SQLiteAuditSink:
         return await self._db.query(doing, sql, params)
 
     async def write(self, record: AuditRecord) -> int:
-        rows = await self._db.write(
-            "writing an audit record",
+        sql = (
             "INSERT INTO audit_log (at, event, actor, tenant, resource, action, result, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-            (
-                record.at,
-                record.event,
-                _encode(record.actor).decode(),
-                record.actor.tenant,
-                record.resource,
-                record.action,
-                record.result,
-                _encode(record.metadata).decode(),
-            ),
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq"
         )
+        params = (
+            record.at,
+            record.event,
+            _encode(record.actor).decode(),
+            record.actor.tenant,
+            record.resource,
+            record.action,
+            record.result,
+            _encode(record.metadata).decode(),
+        )
+        if self._storage is not None:
+            rows = await self._storage.execute_write(sql, params)
+        else:
+            rows = await self._db.write("writing an audit record", sql, params)
         return int(rows[0][0])
 
     async def read(self, *, after: int = 0, limit: int = 100) -> AuditPage:

@@ -796,3 +796,8 @@ def _step_ended(tx: Tx, job: Job, now: float) -> None:
     from ._workflows import step_ended  # it builds on this module
 
     step_ended(tx, job, now)
+
+
+def execute_one(tx: Tx, sql: str, params: tuple[object, ...]) -> list[Any]:
+    """One statement of a side table, in a batch of the storage's writer."""
+    return tx.conn.execute(sql, params).fetchall()

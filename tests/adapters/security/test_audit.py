@@ -230,3 +230,37 @@ async def test_a_failing_write_in_a_shared_transaction_fails_alone(tmp_path: Pat
         await db.aclose()
     assert [row[0] for row in rows] == [0, 1, 2, 3, 4]
     assert sum(1 for v in outcomes.values() if v == []) == 5, outcomes
+
+
+async def test_records_go_through_the_storages_writer_with_the_jobs(tmp_path: Path) -> None:
+    """On the server's own SQLite file the sink writes through the storage's group
+    commit: a burst of records and enqueues shares its transactions, and every record
+    and job is in the file."""
+    import anyio
+
+    storage = SQLiteStorage(tmp_path / "jobs.db")
+    queue = hq.Queue(storage)
+
+    @queue.task
+    async def noop() -> None:
+        return None
+
+    record = AuditRecord(
+        at=1.0, event="job.submit", actor=Actor(type="key", id="ops"), resource="job:x",
+        action="submit", result="success", metadata={"status": 201},
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="not on"):
+        SQLiteAuditSink(tmp_path / "other.db", storage=storage)
+    async with queue, SQLiteAuditSink(storage.path, storage=storage) as sink:
+
+        async def request(n: int) -> None:
+            job = await noop.enqueue()
+            await sink.write(msgspec_replace(record, resource=f"job:{job.id}"))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(100):
+                tg.start_soon(request, n)
+        page = await sink.read(limit=500)
+        jobs = await queue.list_jobs(limit=500)
+    assert sorted(r.resource for r in page.items) == sorted(f"job:{j.id}" for j in jobs.items)
+    assert len(page.items) == 100
