@@ -6,10 +6,10 @@ ends it); ``worker`` runs workers alone. SIGTERM or Ctrl-C drains: the server st
 taking requests, running jobs finish (within the drain timeout), and the process exits 0.
 
 The operator's commands ask a running server: ``status``, ``health``, ``insights``,
-``jobs``, ``dlq``, ``keys`` (``status``, ``jobs list|show`` and ``dlq list`` also read a
-database directly with ``--db`` / ``--dsn``). They read the client variables
-``HYPERQUEUE_URL`` and ``HYPERQUEUE_API_KEY`` (or ``--url``, ``--api-key``), which are
-never configuration keys, and exit with the statuses of :mod:`._exit`.
+``jobs``, ``dlq``, ``queues``, ``keys`` (``status``, ``jobs list|show``, ``dlq list`` and
+``queues`` also use a database directly with ``--db`` / ``--dsn``). They read the client
+variables ``HYPERQUEUE_URL`` and ``HYPERQUEUE_API_KEY`` (or ``--url``, ``--api-key``),
+which are never configuration keys, and exit with the statuses of :mod:`._exit`.
 
 ``serve`` and ``worker`` read the configuration (defaults, ``--config``, then
 ``HYPERQUEUE_*`` variables, with or without ``--config``); options given on the command
@@ -59,6 +59,7 @@ from ._insights import insights
 from ._jobs import jobs
 from ._keys import keys
 from ._load import check_storage, load_queue, use_storage
+from ._queues import queues
 
 if TYPE_CHECKING:
     from hyperqueue_litestar import Config
@@ -802,4 +803,5 @@ def stop(pid_file: Path, timeout: float) -> None:
 main.add_command(insights)
 main.add_command(jobs)
 main.add_command(dlq)
+main.add_command(queues)
 main.add_command(keys)

@@ -182,6 +182,7 @@ class HttpStorage:
         self._api = "/api/v1"
         self._opened = False
         self._log_forbidden = False
+        self._listeners: set[_Listener] = set()
 
     @property
     def breaker(self) -> hq.CircuitBreaker:
@@ -481,6 +482,20 @@ class HttpStorage:
         path = f"/storage/schedules/{_path(name)}/pause"
         return await self._call(hq.Schedule, "POST", path, {"paused": paused})
 
+    # -- paused queues --------------------------------------------------------------
+
+    async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
+        """Pause or resume ``name`` on the server. A resume wakes this object's listeners
+        at once; the server wakes the long polls waiting there (a poll that reaches it
+        just after the resume sees it within ``poll_wait``: a resume is no event)."""
+        await self._void(f"/storage/queues/{_path(name)}/pause", {"paused": paused})
+        if not paused:
+            for listener in self._listeners:
+                listener.signal()
+
+    async def paused_queues(self) -> builtins.list[str]:
+        return await self._call(builtins.list[str], "GET", "/storage/paused-queues")
+
     # -- wake-ups -------------------------------------------------------------------
 
     async def _listen(self, after: int | None, wait: float) -> _Listened:
@@ -513,9 +528,13 @@ class HttpStorage:
                     cursor = answer.event_id
                     listener.signal()
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(poll, name="hyperqueue_http listener")
-            try:
-                yield listener
-            finally:
-                tg.cancel_scope.cancel()
+        self._listeners.add(listener)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll, name="hyperqueue_http listener")
+                try:
+                    yield listener
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._listeners.discard(listener)

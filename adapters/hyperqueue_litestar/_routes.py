@@ -20,6 +20,7 @@ from hyperqueue import Operation
 
 from ._errors import STATUS_BY_ERROR
 from ._insights_routes import insights_routes
+from ._queue_routes import queue_routes
 from ._schedule_routes import schedule_routes
 from ._schemas import (
     BatchItem,
@@ -138,7 +139,7 @@ async def _enqueue_batch(
         return results
 
 
-def _queue_figures(stats: hq.QueueStats) -> QueueFigures:
+def _queue_figures(stats: hq.QueueStats, paused: set[str]) -> QueueFigures:
     return QueueFigures(
         queue=stats.queue,
         pending=stats.pending,
@@ -148,6 +149,7 @@ def _queue_figures(stats: hq.QueueStats) -> QueueFigures:
         cancelled=stats.cancelled,
         total=stats.total,
         unserved=stats.unserved,
+        paused=stats.queue in paused,
     )
 
 
@@ -264,7 +266,22 @@ def api_routes(
     async def list_queues() -> QueuesResponse:
         modes.check(Operation.STATUS)
         stats = await queue.stats()
-        return QueuesResponse(queues=[_queue_figures(s) for s in stats.values()])
+        paused = set(await queue.paused_queues())
+        figures = [_queue_figures(s, paused) for s in stats.values()]
+        figures += [  # a paused queue with no jobs is listed too, to be resumed
+            QueueFigures(
+                queue=name,
+                pending=0,
+                running=0,
+                completed=0,
+                failed=0,
+                cancelled=0,
+                total=0,
+                paused=True,
+            )
+            for name in sorted(paused - stats.keys())
+        ]
+        return QueuesResponse(queues=figures)
 
     @get(
         "/dead-letters",
@@ -291,6 +308,7 @@ def api_routes(
         events,
         *workflow_routes(queue, modes),
         *schedule_routes(queue, modes),
+        *queue_routes(queue, modes),
         *worker_routes(queue, modes),
         *insights_routes(queue, modes),
         *search_routes(queue, modes),

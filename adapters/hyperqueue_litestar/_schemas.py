@@ -98,7 +98,8 @@ class BatchResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
     """Jobs by status in one named queue; ``unserved`` counts pending jobs whose task no
-    live worker has registered (they wait for one)."""
+    live worker has registered (they wait for one); ``paused`` says no worker claims its
+    jobs until it is resumed (``POST /queues/{name}/resume``)."""
 
     queue: str
     pending: int
@@ -108,6 +109,7 @@ class QueueFigures(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: int
     total: int
     unserved: int = 0
+    paused: bool = False
 
 
 class QueuesResponse(msgspec.Struct, frozen=True, kw_only=True):

@@ -49,11 +49,21 @@ from ._worker_schemas import (
     WorkflowBody,
 )
 
-__all__ = ["storage_routes", "tighter"]
+__all__ = ["MAX_QUEUE_NAME", "check_queue_name", "storage_routes", "tighter"]
 
 _VIEWER = {ROLE_OPT: "viewer"}
 _OPERATOR = {ROLE_OPT: "operator"}
 _WORKER = {ROLE_OPT: "worker"}
+
+
+MAX_QUEUE_NAME = 200
+"""The longest queue name that may be paused (:meth:`hyperqueue.Queue.pause_queue`'s)."""
+
+
+def check_queue_name(name: str) -> None:
+    """Refuse (422) a queue name the core would refuse, before it reaches the storage."""
+    if not 0 < len(name) <= MAX_QUEUE_NAME:
+        raise hq.OptionError("queue", f"must be a string of 1 to {MAX_QUEUE_NAME} characters")
 
 
 def tighter(*caps: Mapping[str, int]) -> dict[str, int]:
@@ -360,6 +370,30 @@ def storage_routes(queue: hq.Queue, modes: hq.ModeController) -> list[Controller
         modes.check(Operation.ADMIN)
         return await storage.pause_schedule(name, paused=data.paused, now=clock.now())
 
+    # -- paused queues ----------------------------------------------------------------
+
+    @get(
+        "/storage/paused-queues",
+        operation_id="storagePausedQueues",
+        summary="The paused queues",
+        opt=_VIEWER,
+    )
+    async def paused_queues() -> list[str]:
+        modes.check(Operation.READ)
+        return await storage.paused_queues()
+
+    @post(
+        "/storage/queues/{name:str}/pause",
+        operation_id="storagePauseQueue",
+        summary="Pause or resume a queue",
+        status_code=204,
+        opt=_OPERATOR,
+    )
+    async def pause_queue(name: FromPath[str], data: JSONBody[PauseRequest]) -> None:
+        modes.check(Operation.ADMIN)
+        check_queue_name(name)
+        await storage.pause_queue(name, paused=data.paused, now=clock.now())
+
     return [
         info,
         enqueue,
@@ -383,4 +417,6 @@ def storage_routes(queue: hq.Queue, modes: hq.ModeController) -> list[Controller
         save_schedule,
         fire_schedule,
         pause_schedule,
+        paused_queues,
+        pause_queue,
     ]

@@ -205,7 +205,18 @@ _V2: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+_V3: tuple[str, ...] = (
+    # Paused queues (MISSION D9): a claim in any process skips the queues named here.
+    # A queue exists by its name, so a row may name a queue with no jobs yet.
+    """
+    CREATE TABLE hq_paused_queues (
+        name      text PRIMARY KEY,
+        paused_at double precision NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 """Migration ``n`` (counting from 1) brings a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

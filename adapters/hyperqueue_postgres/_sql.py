@@ -141,11 +141,15 @@ SELECT * FROM claimed
 """
 
 
+_NOT_PAUSED = "queue NOT IN (SELECT name FROM hq_paused_queues)"
+"""Leaves out the jobs of paused queues (a hashed look-up of a table of a few rows)."""
+
+
 @lru_cache(maxsize=32)
 def _due(queues: bool, tasks: bool, first: int) -> tuple[str, int]:
     """The WHERE clause of due pending jobs, its parameters numbered from ``first``
     (now, then queues and tasks if filtered); returns it and the next number."""
-    where = f"status = 'pending' AND run_at <= ${first}"
+    where = f"status = 'pending' AND run_at <= ${first} AND {_NOT_PAUSED}"
     n = first + 1
     if queues:
         where += f" AND queue = ANY(${n}::text[])"
@@ -511,7 +515,7 @@ _PAIRS = (
 async def next_run_at(
     conn: Any, queues: Sequence[str] | None, tasks: Sequence[str] | None
 ) -> float | None:
-    where = ""
+    where = f" AND {_NOT_PAUSED}"
     n = 1
     if queues is not None:
         where += f" AND queue = ANY(${n}::text[])"
@@ -523,6 +527,27 @@ async def next_run_at(
         f"SELECT min({_EARLIEST}) FROM ({pairs}) AS p", *_filters(queues, tasks)
     )
     return None if value is None else float(value)
+
+
+async def pause_queue(tx: Tx, name: str, paused: bool, now: float) -> None:
+    """Pause or resume ``name``; a resume that unpaused it notifies idle workers in every
+    process, as an enqueue does."""
+    if paused:
+        await tx.conn.execute(
+            "INSERT INTO hq_paused_queues (name, paused_at) VALUES ($1, $2) "
+            "ON CONFLICT (name) DO NOTHING",
+            name,
+            now,
+        )
+    elif await tx.conn.fetchval(
+        "DELETE FROM hq_paused_queues WHERE name = $1 RETURNING true", name
+    ):
+        tx.work = True
+
+
+async def paused_queues(conn: Any) -> list[str]:
+    rows = await conn.fetch("SELECT name FROM hq_paused_queues ORDER BY name")
+    return [row[0] for row in rows]
 
 
 async def backlog(conn: Any) -> list[TaskBacklog]:

@@ -437,6 +437,14 @@ class PostgresStorage:
     async def pause_schedule(self, name: str, *, paused: bool, now: float) -> Schedule:
         return await self._write("pausing a schedule", _schedules.pause, name, paused, now)
 
+    # -- paused queues -------------------------------------------------------------------
+
+    async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
+        await self._write("pausing a queue", _sql.pause_queue, name, paused, now)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        return await self._run("reading paused queues", _sql.paused_queues)
+
     # -- workers -------------------------------------------------------------------------
 
     async def register_worker(self, info: WorkerInfo) -> None:

@@ -272,7 +272,19 @@ _V5 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+_V6 = (
+    # Paused queues (MISSION D9): a claim in any process skips the queues named here.
+    # A queue exists by its name, so a row may name a queue with no jobs yet. The claim
+    # reads this table once per call, next to the few rows of task_counts.
+    """
+    CREATE TABLE paused_queues (
+        name      TEXT PRIMARY KEY,
+        paused_at REAL NOT NULL
+    ) WITHOUT ROWID
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

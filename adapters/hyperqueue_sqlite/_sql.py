@@ -239,14 +239,19 @@ def _claim_sql(pairs: int) -> str:
     return _CLAIM.format(pick=_pick_sql(pairs, ""), columns=COLUMNS)
 
 
+_PENDING_PAIRS = (
+    "SELECT queue, task FROM task_counts WHERE status = 'pending' AND n > 0 "
+    "AND queue NOT IN (SELECT name FROM paused_queues)"
+)
+
+
 def pending_pairs(
     conn: Connection, queues: Sequence[str] | None, tasks: Sequence[str] | None
 ) -> list[tuple[str, str]]:
     """The (queue, task) pairs that have pending jobs, from the counts every write keeps,
-    narrowed to ``queues`` and ``tasks``."""
-    rows = conn.execute(
-        "SELECT queue, task FROM task_counts WHERE status = 'pending' AND n > 0"
-    ).fetchall()
+    narrowed to ``queues`` and ``tasks``; paused queues are left out, so neither a claim
+    nor an idle worker's look for the next due job sees their jobs."""
+    rows = conn.execute(_PENDING_PAIRS).fetchall()
     return [
         (q, t) for q, t in rows if (queues is None or q in queues) and (tasks is None or t in tasks)
     ]
@@ -759,6 +764,22 @@ def next_run_at(
         return None
     value: float | None = conn.execute(_next_run_sql(len(pairs)), _pair_params(pairs)).fetchone()[0]
     return value
+
+
+def pause_queue(tx: Tx, name: str, paused: bool, now: float) -> None:
+    """Pause or resume ``name``; a resume that unpaused it bumps the work counter, so idle
+    workers in every process look again."""
+    conn = tx.conn
+    if paused:
+        conn.execute(
+            "INSERT OR IGNORE INTO paused_queues (name, paused_at) VALUES (?, ?)", (name, now)
+        )
+    elif conn.execute("DELETE FROM paused_queues WHERE name = ?", (name,)).rowcount:
+        tx.work = True
+
+
+def paused_queues(conn: Connection) -> list[str]:
+    return [name for (name,) in conn.execute("SELECT name FROM paused_queues ORDER BY name")]
 
 
 def any_expired(conn: Connection, now: float) -> bool:

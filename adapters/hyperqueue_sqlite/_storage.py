@@ -439,6 +439,12 @@ class SQLiteStorage:
     async def pause_schedule(self, name: str, *, paused: bool, now: float) -> Schedule:
         return _raise_refusal(await self._write(_schedules.pause, name, paused, now))
 
+    async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
+        await self._write(_sql.pause_queue, name, paused, now)
+
+    async def paused_queues(self) -> builtins.list[str]:
+        return await self._read(_sql.paused_queues)
+
     async def register_worker(self, info: WorkerInfo) -> None:
         await self._write(_sql.register_worker, info)
 

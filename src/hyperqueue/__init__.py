@@ -50,6 +50,8 @@ from ._events import (
     JobRescued,
     JobRetrying,
     JobStarted,
+    QueuePaused,
+    QueueResumed,
     ScheduleMissed,
     SubscriberStats,
 )
@@ -147,6 +149,8 @@ __all__ = [
     "Page",
     "Priority",
     "Queue",
+    "QueuePaused",
+    "QueueResumed",
     "QueueStats",
     "QuotaExceeded",
     "RateLimitExceeded",

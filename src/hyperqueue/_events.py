@@ -50,6 +50,8 @@ __all__ = [
     "JobRescued",
     "JobRetrying",
     "JobStarted",
+    "QueuePaused",
+    "QueueResumed",
     "ScheduleMissed",
     "SubscriberStats",
     "job_event",
@@ -122,6 +124,20 @@ class ScheduleMissed(Event, frozen=True, kw_only=True, tag="schedule.missed"):
     missed: int
     first_slot: float
     last_slot: float
+
+
+class QueuePaused(Event, frozen=True, kw_only=True, tag="queue.paused"):
+    """The queue ``queue`` was paused (see :meth:`Queue.pause_queue`): no process claims
+    its jobs until it is resumed. Published by the process that paused it."""
+
+    queue: str
+
+
+class QueueResumed(Event, frozen=True, kw_only=True, tag="queue.resumed"):
+    """The queue ``queue`` was resumed: its jobs are claimed again. Published by the
+    process that resumed it."""
+
+    queue: str
 
 
 _JOB_EVENTS: dict[str, type[JobEvent]] = {

@@ -203,6 +203,7 @@ class MemoryStorage:
         self._seq = 0
         self._schedules: dict[str, Schedule] = {}
         self._flows: dict[str, _Flow] = {}
+        self._paused: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -354,8 +355,11 @@ class MemoryStorage:
         max_running: Mapping[str, int] | None = None,
     ) -> list[Job]:
         candidates: list[_Lanes] = []
+        paused = self._paused
         for (queue_name, task_name), lanes in self._lanes.items():
             if queues is not None and queue_name not in queues:
+                continue
+            if paused and queue_name in paused:
                 continue
             if tasks is not None and task_name not in tasks:
                 continue
@@ -732,6 +736,18 @@ class MemoryStorage:
         self._schedules[name] = schedule = move.schedule_paused(schedule, paused=paused, now=now)
         return schedule
 
+    # -- paused queues -----------------------------------------------------------------
+
+    async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
+        if paused:
+            self._paused.add(name)
+        elif name in self._paused:
+            self._paused.discard(name)
+            self._notify()
+
+    async def paused_queues(self) -> builtins.list[str]:
+        return sorted(self._paused)
+
     # -- workers -----------------------------------------------------------------------
 
     async def register_worker(self, info: WorkerInfo) -> None:
@@ -887,8 +903,11 @@ class MemoryStorage:
         self, queues: Sequence[str] | None, tasks: Sequence[str] | None = None
     ) -> float | None:
         earliest: float | None = None
+        paused = self._paused
         for (queue_name, task_name), lanes in self._lanes.items():
             if queues is not None and queue_name not in queues:
+                continue
+            if queue_name in paused:
                 continue
             if tasks is not None and task_name not in tasks:
                 continue

@@ -38,7 +38,7 @@ from ._errors import (
     WorkflowError,
     WorkflowNotFound,
 )
-from ._events import EventBus, JobCancelled, JobEnqueued, job_event
+from ._events import EventBus, JobCancelled, JobEnqueued, QueuePaused, QueueResumed, job_event
 from ._filter import ErrorGroup, JobFilter
 from ._hooks import ExecutionHook
 from ._ids import IdFactory
@@ -78,6 +78,7 @@ R = TypeVar("R")
 
 _DEFAULT_KEY_TTL = 24 * 3600.0
 _MAX_KEY_LENGTH = 256
+_MAX_QUEUE_NAME = 200
 _NO_OPTIONS = JobOptions()
 _MAX_ATTEMPTS = 1_000_000  # a bound every storage can hold (SQLite integers are 64-bit)
 
@@ -1194,6 +1195,37 @@ class Queue:
         if not self._opened:
             await self.open()
         return await self.periodics.pause(name, paused=False)
+
+    # -- paused queues -----------------------------------------------------------------
+
+    async def pause_queue(self, name: str) -> None:
+        """Stop every worker, in every process on the storage, from claiming jobs of the
+        queue ``name``. Jobs still enqueue, running jobs finish, and a queue exists by its
+        name, so one with no jobs yet may be paused; pausing twice is harmless. Publishes
+        :class:`QueuePaused`. Raises :class:`OptionError` for a name that is not a
+        non-empty string of at most 200 characters."""
+        await self._set_paused(name, paused=True)
+
+    async def resume_queue(self, name: str) -> None:
+        """Let workers claim the jobs of ``name`` again; idle workers in every process
+        wake at once. Publishes :class:`QueueResumed`."""
+        await self._set_paused(name, paused=False)
+
+    async def paused_queues(self) -> list[str]:
+        """The names of the paused queues on the storage, sorted."""
+        if not self._opened:
+            await self.open()
+        return await self.storage.paused_queues()
+
+    async def _set_paused(self, name: str, *, paused: bool) -> None:
+        if not isinstance(name, str) or not 0 < len(name) <= _MAX_QUEUE_NAME:
+            raise OptionError("queue", f"must be a string of 1 to {_MAX_QUEUE_NAME} characters")
+        if not self._opened:
+            await self.open()
+        now = self.clock.now()
+        await self.storage.pause_queue(name, paused=paused, now=now)
+        event = QueuePaused if paused else QueueResumed
+        self.events.publish(event(at=now, queue=name))
 
     # -- workers ---------------------------------------------------------------------
 

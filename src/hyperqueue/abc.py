@@ -322,6 +322,23 @@ class Storage(Protocol):
         :class:`~hyperqueue.ScheduleNotFound`."""
         ...
 
+    # -- paused queues -------------------------------------------------------------------
+
+    async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
+        """Pause or resume the queue ``name`` for every process on the storage.
+
+        While a queue is paused, :meth:`claim` takes none of its jobs and
+        :meth:`next_run_at` ignores them; everything else (enqueue, running jobs, counts)
+        goes on. A queue exists by its name, so any name may be paused, even one with no
+        jobs yet; pausing twice is harmless. Resuming signals every listener, in every
+        process, as an enqueue would.
+        """
+        ...
+
+    async def paused_queues(self) -> builtins.list[str]:
+        """The names of the paused queues, sorted."""
+        ...
+
     def listen(self) -> AbstractAsyncContextManager[WorkListener]:
         """A listener that is signalled whenever new work may have become ready."""
         ...

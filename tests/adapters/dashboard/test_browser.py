@@ -30,11 +30,14 @@ E2E = Path(__file__).parents[1] / "e2e"
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 
 
-def submit(server: Server, task: str, *args: Any, key: str | None = None) -> str:
+def submit(
+    server: Server, task: str, *args: Any, key: str | None = None, queue: str | None = None
+) -> str:
     headers = {"X-API-Key": key} if key else {}
-    response = httpx.post(
-        f"{server.url}/api/v1/jobs", json={"task": task, "args": list(args)}, headers=headers
-    )
+    body: dict[str, Any] = {"task": task, "args": list(args)}
+    if queue is not None:
+        body["queue"] = queue
+    response = httpx.post(f"{server.url}/api/v1/jobs", json=body, headers=headers)
     assert response.status_code == 201, response.text
     return str(response.json()["id"])
 
@@ -353,6 +356,9 @@ def test_a_read_only_key_sees_no_action_and_is_refused_on_action_routes(
     assert p.get_by_role("button", name=re.compile("Retry|Cancel")).count() == 0
     assert "viewer" in p.locator("#who").inner_text()
     assert p.locator('#nav a[data-page="audit"]').is_hidden()
+    p.goto(f"{keyed.url}/dashboard/queues")
+    p.locator("#queues").wait_for()
+    assert p.get_by_role("button", name=re.compile("^(Pause|Resume) ")).count() == 0
     statuses = p.evaluate(
         """async () => {
             const key = sessionStorage.getItem("hyperqueue.apiKey");
@@ -371,6 +377,16 @@ def test_an_operator_key_gets_the_actions(page: Watched, keyed: Server) -> None:
     p = page.page
     sign_in(p, keyed.url, "ops-secret")
     p.locator("#bulk-q-retry").wait_for()
+    submit(keyed, "add", 1, 2, key="ops-secret", queue="browser-held")
+    p.goto(f"{keyed.url}/dashboard/queues")
+    row = p.locator("#queues tr", has_text="browser-held")
+    row.get_by_role("button", name="Pause browser-held").click()
+    row.get_by_text("paused", exact=True).wait_for()
+    p.locator("#announcer", has_text="browser-held: paused").wait_for(state="attached")
+    p.reload()  # the state is the storage's, not the page's
+    row.get_by_role("button", name="Resume browser-held").click()
+    row.get_by_role("button", name="Pause browser-held").wait_for()
+    assert row.get_by_text("active", exact=True).is_visible()
     p.get_by_role("button", name="Sign out").click()
     p.locator("h1", has_text="Sign in").wait_for()
 

@@ -53,6 +53,8 @@ OPERATIONS = [
     ("GET", "/api/v1/schedules"),
     ("POST", "/api/v1/schedules/{name}/pause"),
     ("POST", "/api/v1/schedules/{name}/resume"),
+    ("POST", "/api/v1/queues/{name}/pause"),
+    ("POST", "/api/v1/queues/{name}/resume"),
     ("GET", "/health"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),

@@ -370,6 +370,8 @@ FUZZED = [
     ("POST", "/api/v1/storage/schedules"),
     ("POST", "/api/v1/storage/schedules/{name}/fire"),
     ("POST", "/api/v1/storage/schedules/{name}/pause"),
+    ("GET", "/api/v1/storage/paused-queues"),
+    ("POST", "/api/v1/storage/queues/{name}/pause"),
 ]
 
 
