@@ -1,6 +1,8 @@
 """``hyperqueue insights``: what the queue did over a recent window, from the server's
 ``GET /api/v1/insights`` (throughput, failure rate, lag, wait and run latencies, the
-most failing and the slowest tasks, breaker trips), with a small chart per bucket."""
+most failing, the slowest and the most throttled tasks, breaker trips), with a small chart
+per bucket. "Throttled" jobs were held back by a rate limit or an open breaker without
+spending an attempt (``job.deferred`` in the event log, counted across every process)."""
 
 from __future__ import annotations
 
@@ -56,8 +58,8 @@ def _percent(value: float | None) -> str:
 @server_options
 def insights(window: str, buckets: int, as_json: bool, url: str, api_key: str | None) -> None:
     """Throughput, failure rate, lag (age of the oldest due pending job), wait and run
-    latency p50/p95, the most failing and the slowest tasks, and breaker trips, over
-    the last --window."""
+    latency p50/p95, the most failing, the slowest and the most throttled tasks (held
+    back by a rate limit or an open breaker), and breaker trips, over the last --window."""
     seconds = parse_window(window)
     with Client(url, api_key) as client:
         document = client.get("/api/v1/insights", window=seconds, buckets=buckets)
@@ -99,6 +101,11 @@ def _render(doc: dict[str, Any], window: str) -> None:
     series = doc["series"]
     out.print(f"completed [green]{sparkline([b['completed'] for b in series])}[/]")
     out.print(f"failed    [red]{sparkline([b['failed'] for b in series])}[/]")
+    # servers older than issue 13 send no deferral figures: print nothing for them
+    deferred = s.get("deferred")
+    if deferred is not None:
+        out.print(f"throttled {sparkline([b.get('deferred', 0) for b in series])}")
+        out.print(f"throttled {deferred:,}: held back by a rate limit or an open breaker")
     if doc["top_failing"]:
         table = Table(title="most failing tasks")
         for column in ("task", "failed", "completed", "failure rate", "last error"):
@@ -123,6 +130,18 @@ def _render(doc: dict[str, Any], window: str) -> None:
                 duration(row["run_p50"]),
                 duration(row["run_p95"]),
                 duration(row["run_max"]),
+            )
+        out.print(table)
+    if doc.get("most_throttled"):
+        table = Table(title="most throttled tasks", caption="held back; no attempt spent")
+        for column in ("task", "held back", "runs", "share"):
+            table.add_column(column)
+        for row in doc["most_throttled"]:
+            table.add_row(
+                escape(row["task"]),
+                f"{row['deferred']:,}",
+                f"{row['runs']:,}",
+                _percent(row["share"]),
             )
         out.print(table)
     if doc["breakers"]:

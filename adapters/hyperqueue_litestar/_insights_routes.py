@@ -3,7 +3,10 @@
 The operator's first questions, answered from what every storage already keeps: how many
 jobs finished and failed (in total and per time bucket), how long jobs waited and ran
 (p50 / p95), which tasks fail most and which run slowest, how old the oldest due pending
-job is (the lag), and how this process's circuit breakers fared. ``hyperqueue insights``
+job is (the lag), which tasks were held back most (``job.deferred``: a rate limit or an
+open circuit breaker put the job back without spending an attempt; the log holds every
+process's deferrals; a job put back by a worker that does not know its task counts too),
+and how this process's circuit breakers fared. ``hyperqueue insights``
 prints it and the dashboard draws its overview charts from it.
 
 It is computed here from public storage methods, with no storage-side aggregate:
@@ -46,6 +49,7 @@ __all__ = [
     "Insights",
     "InsightsSummary",
     "SlowTask",
+    "TaskDeferrals",
     "TaskFailures",
     "compute_insights",
     "insights_routes",
@@ -70,6 +74,7 @@ class Bucket(msgspec.Struct, frozen=True, kw_only=True):
     failed: int = 0
     retried: int = 0
     cancelled: int = 0
+    deferred: int = 0
     wait_p50: float | None = None
     wait_p95: float | None = None
     run_p50: float | None = None
@@ -94,6 +99,8 @@ class InsightsSummary(msgspec.Struct, frozen=True, kw_only=True):
     pending: int
     running: int
     oldest_pending_age: float | None
+    deferred: int = 0
+    """Jobs put back by a rate limit or an open breaker (no attempt spent), every process."""
 
 
 class TaskFailures(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,6 +119,17 @@ class SlowTask(msgspec.Struct, frozen=True, kw_only=True):
     run_max: float
 
 
+class TaskDeferrals(msgspec.Struct, frozen=True, kw_only=True):
+    """How often a task's jobs were held back (``deferred``) against how often they ran
+    (``runs``: completed, failed and retried outcomes); ``share`` is
+    ``deferred / (deferred + runs)``, the part of the pickups that spent no attempt."""
+
+    task: str
+    deferred: int
+    runs: int
+    share: float
+
+
 class BreakerFigures(msgspec.Struct, frozen=True, kw_only=True):
     """A breaker of the serving process; ``trips`` counted since that process started."""
 
@@ -122,8 +140,8 @@ class BreakerFigures(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Insights(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer of ``GET /api/v1/insights`` (see /tmp/helpers/INSIGHTS_CONTRACT.md and
-    docs/reference/cli.md)."""
+    """The answer of ``GET /api/v1/insights`` (its fields: docs/reference/cli.md, under
+    ``insights``)."""
 
     window: float
     bucket_seconds: float
@@ -137,6 +155,7 @@ class Insights(msgspec.Struct, frozen=True, kw_only=True):
     top_failing: list[TaskFailures]
     slowest: list[SlowTask]
     breakers: list[BreakerFigures]
+    most_throttled: list[TaskDeferrals] = []
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
@@ -172,6 +191,7 @@ _KINDS = {
     "job.retrying": "retried",
     "job.cancelled": "cancelled",
     "job.rescued": "rescued",
+    "job.deferred": "deferred",
 }
 
 
@@ -258,6 +278,7 @@ async def compute_insights(
         series=[_bucket(s, since + i * width, width) for i, s in enumerate(slices)],
         top_failing=_top_failing(tasks, last_error),
         slowest=_slowest(tasks),
+        most_throttled=_most_throttled(tasks),
         breakers=[
             BreakerFigures(
                 name=b.name, state=str(b.state), trips=b.trips, state_since=b.state_since
@@ -296,6 +317,7 @@ async def _summary(queue: hq.Queue, total: _Samples, window: float, now: float) 
         pending=pending,
         running=running,
         oldest_pending_age=now - min(due) if due else None,
+        deferred=total.get("deferred"),
     )
 
 
@@ -308,6 +330,7 @@ def _bucket(samples: _Samples, start: float, width: float) -> Bucket:
         failed=samples.get("failed"),
         retried=samples.get("retried"),
         cancelled=samples.get("cancelled"),
+        deferred=samples.get("deferred"),
         wait_p50=percentile(samples.waits, 0.5),
         wait_p95=percentile(samples.waits, 0.95),
         run_p50=percentile(samples.runs, 0.5),
@@ -346,6 +369,25 @@ def _slowest(tasks: dict[str, _Samples]) -> list[SlowTask]:
         if s.runs
     ]
     rows.sort(key=lambda row: (-row.run_p95, row.task))
+    return rows[:_TOP]
+
+
+def _most_throttled(tasks: dict[str, _Samples]) -> list[TaskDeferrals]:
+    rows = []
+    for name, s in tasks.items():
+        deferred = s.get("deferred")
+        if not deferred:
+            continue
+        runs = s.get("completed") + s.get("failed") + s.get("retried")
+        rows.append(
+            TaskDeferrals(
+                task=name,
+                deferred=deferred,
+                runs=runs,
+                share=round(deferred / (deferred + runs), 4),
+            )
+        )
+    rows.sort(key=lambda row: (-row.deferred, -row.share, row.task))
     return rows[:_TOP]
 
 

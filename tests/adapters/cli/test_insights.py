@@ -9,12 +9,14 @@ from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 from cli_helpers import Invoke, as_json, wait_status
 from server_process import Server
 
 import hyperqueue as hq
 from hyperqueue.testing import FakeClock
+from hyperqueue_cli._insights import _render as render
 from hyperqueue_litestar._insights_routes import compute_insights, percentile
 
 START = 1_700_000_000.0
@@ -124,6 +126,8 @@ def test_insights_over_http_and_the_command(server: Server, invoke: Invoke) -> N
     assert document["window"] == 900 and len(document["series"]) == 15
     assert document["summary"]["failed"] >= 2
     assert "fail" in {row["task"] for row in document["top_failing"]}
+    assert document["summary"]["deferred"] == 0 and document["most_throttled"] == []
+    assert all(bucket["deferred"] == 0 for bucket in document["series"])
     table = invoke("insights", "--window", "1h", *url)
     assert table.exit_code == 0
     assert "most failing tasks" in table.stdout
@@ -136,3 +140,50 @@ def test_the_route_refuses_a_bad_window_with_a_4xx(server: Server) -> None:
         response = httpx.get(f"{server.url}/api/v1/insights", params=params, timeout=10)
         assert 400 <= response.status_code < 500, params
         assert "detail" in response.json()
+
+
+@pytest.mark.anyio
+async def test_deferrals_by_a_rate_limit_are_counted_per_bucket_and_task(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``ping`` may start once a minute: of three jobs enqueued together the first runs,
+    the other two are put back (``job.deferred``, no attempt spent) until their minute
+    comes; ``work`` is never held back and stays off the top list."""
+    clock = FakeClock(START)
+    queue = hq.Queue(clock=clock)
+
+    @queue.task(rate_limit="1/minute")
+    async def ping(n: int) -> int:
+        return n
+
+    @queue.task
+    async def work() -> None:
+        pass
+
+    async with queue:
+        await queue.storage.last_event_id()  # the memory storage logs once read
+        with anyio.fail_after(10):
+            async with queue.worker(concurrency=1):
+                jobs = [await ping.enqueue(n) for n in range(3)]
+                await queue.wait((await work.enqueue()).id)
+                await queue.wait(jobs[0].id)
+                for job in jobs[1:]:
+                    await clock.advance(60.0)
+                    done = await queue.wait(job.id)
+                    assert done.status is hq.JobStatus.COMPLETED and done.attempts == 1
+        insights = await compute_insights(queue, window=600.0, buckets=10)
+    # at the start both waiting jobs are put back; a minute later the third once more
+    summary = insights.summary
+    assert summary.deferred == 3
+    assert [b.deferred for b in insights.series][-3:] == [0, 2, 1]
+    [row] = insights.most_throttled
+    assert (row.task, row.deferred, row.runs, row.share) == ("ping", 3, 3, 0.5)
+    assert summary.completed == 4 and summary.retried == 0
+    # what ``hyperqueue insights`` prints of it
+    render(msgspec.to_builtins(insights), "10m")
+    printed = capsys.readouterr().out
+    assert "throttled 3: held back by a rate limit or an open breaker" in printed
+    assert "most throttled tasks" in printed
+    throttled = printed[printed.index("most throttled tasks") :].splitlines()
+    [row_line] = [line for line in throttled if "ping" in line]
+    assert row_line.replace("│", " ").split() == ["ping", "3", "3", "50.0%"]

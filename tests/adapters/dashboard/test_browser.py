@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -505,3 +506,58 @@ def test_axe_finds_no_serious_violation_on_the_sign_in_page(themed: Watched, key
     p.goto(f"{keyed.url}/dashboard")
     p.locator("h1", has_text="Sign in").wait_for()
     assert serious_violations(p) == []
+
+
+# -- overview --------------------------------------------------------------------------
+
+
+THROTTLED_APP = """
+import hyperqueue as hq
+
+queue = hq.Queue()
+
+
+@queue.task(rate_limit="1/hour")
+async def ping() -> None:
+    pass
+"""
+
+
+def test_the_overview_shows_the_tasks_held_back_by_a_rate_limit(
+    themed: Watched, tmp_path: Path
+) -> None:
+    """``ping`` may start once an hour: of two jobs the server's worker runs one and puts
+    the other back without spending an attempt; the overview counts it and names it, in
+    a table axe finds nothing serious in (light and dark)."""
+    (tmp_path / "throttled_app.py").write_text(THROTTLED_APP)
+    server = start_server(tmp_path, "throttled_app:queue")
+    try:
+        first, second = submit(server, "ping"), submit(server, "ping")
+        _wait_status(server, first, "completed")
+        _wait_deferred(server, second)
+        p = themed.page
+        p.goto(f"{server.url}/dashboard")
+        held = p.locator("#figures li", has_text="throttled")
+        held.wait_for()
+        assert held.locator(".figure").inner_text() == "1"
+        assert "no attempt spent" in held.inner_text()
+        table = p.locator("#most-throttled")
+        assert "no attempt spent" in table.locator("caption").inner_text()
+        headers = table.locator("thead th").all_inner_texts()
+        assert headers == ["Task", "Held back", "Runs", "Share held back"]
+        cells = table.locator("tbody tr").locator("td").all_inner_texts()
+        assert cells == ["ping", "1", "1", "50.0%"]  # one held back, one run
+        assert serious_violations(p) == []
+    finally:
+        stop(server)
+
+
+def _wait_deferred(server: Server, job_id: str) -> None:
+    """Until the insights count a deferral (the route caches an answer for 2 s)."""
+    deadline = time.monotonic() + 15
+    while True:
+        document = httpx.get(f"{server.url}/api/v1/insights", timeout=5).json()
+        if document["summary"]["deferred"]:
+            return
+        assert time.monotonic() < deadline, f"{job_id} was never held back"
+        time.sleep(0.2)

@@ -1,5 +1,6 @@
 // Overview: health, backlog, throughput and failure rate over time, latencies, top
-// failing tasks. Figures from GET /insights (the storage's event log), refreshed on
+// failing tasks, the most throttled tasks (jobs a rate limit or an open breaker held back
+// without spending an attempt: `job.deferred` in the log, every process's). Figures from GET /insights (the storage's event log), refreshed on
 // live events (at most every 5 s) and every 30 s.
 
 import { api, BASE, query } from "../api.js";
@@ -67,6 +68,8 @@ export async function render(ctx) {
         tile("completed", num(s.completed)),
         tile("failed", num(s.failed)),
         tile("retried", num(s.retried)),
+        // a server older than issue 13 sends no `deferred`: leave the tile out
+        s.deferred === undefined ? null : tile("throttled (held back, no attempt spent)", num(s.deferred)),
       ),
       insights.truncated ? h("p", { class: "hint" }, `Figures cover the newest ${num(insights.events_read)} events only.`) : null,
     ));
@@ -99,6 +102,19 @@ export async function render(ctx) {
       rows.length ? table("Tasks with final failures in the window", ["Task", "Failed", "Failure rate", "Last error"], rows, { numeric: ["Failed", "Failure rate"], id: "top-failing" })
         : h("p", { class: "muted" }, "No task failed in this window."),
     ));
+    if (insights.most_throttled) {
+      const held = insights.most_throttled.map((t) => h("tr", {},
+        h("td", {}, h("a", { href: `${BASE}/jobs${query({ q: `task:${t.task}` })}` }, t.task)),
+        h("td", { class: "num" }, num(t.deferred)),
+        h("td", { class: "num" }, num(t.runs)),
+        h("td", { class: "num" }, `${(t.share * 100).toFixed(1)}%`),
+      ));
+      nodes.push(h("section", { "aria-labelledby": "throttled-h" },
+        h("h2", { id: "throttled-h" }, "Most throttled tasks"),
+        held.length ? table("Jobs held back by a rate limit or an open breaker; no attempt spent", ["Task", "Held back", "Runs", "Share held back"], held, { numeric: ["Held back", "Runs", "Share held back"], id: "most-throttled" })
+          : h("p", { class: "muted", id: "no-throttled" }, "No job was held back by a rate limit or an open breaker in this window."),
+      ));
+    }
     if (insights.breakers && insights.breakers.length) {
       nodes.push(h("section", { "aria-labelledby": "breakers-h" }, h("h2", { id: "breakers-h" }, "Circuit breakers"),
         table("Breakers of this server process", ["Name", "State", "Trips"], insights.breakers.map((b) =>
