@@ -83,6 +83,19 @@ INSERT = (
 )
 """Insert jobs from one array per column; ``seq`` follows the order of the arrays."""
 
+INSERT_LOGGED = (
+    f"WITH inserted AS ({INSERT} RETURNING id, queue, task, seq), "
+    "counted AS (INSERT INTO hq_job_counts (queue, task, status, n) "
+    "SELECT queue, task, 'pending', count(*) FROM inserted GROUP BY queue, task), "
+    "logged AS (INSERT INTO hq_job_events (at, type, job_id, origin) "
+    f"SELECT ${len(_SPEC) + 1}, 'job.enqueued', id, ${len(_SPEC) + 2} FROM inserted ORDER BY seq) "
+    f"SELECT CASE WHEN ${len(_SPEC) + 3} THEN pg_notify('hq_work', '') END"
+)
+"""New pending jobs with their count deltas, their ``job.enqueued`` entries and the
+wake-up, as one statement: a transaction of its own and one round trip, where the general
+path takes four (begin, insert, the log and counts, commit). Its arguments: those of
+:data:`INSERT`, then the time, the origin and whether to notify."""
+
 # The columns a change of an existing job may touch; ``requeue`` gives it a new seq.
 _SAVE_SPEC: tuple[tuple[str, str, bool], ...] = (
     ("id", "text", False),

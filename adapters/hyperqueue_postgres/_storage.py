@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 
 import anyio
 import asyncpg
+from msgspec.structs import replace
 
 from hyperqueue import (
     ErrorGroup,
@@ -61,6 +62,7 @@ from hyperqueue import (
 
 from . import _events, _retention, _schedules, _search, _sql, _workflows
 from ._retention import PruneReport
+from ._rows import INSERT_LOGGED, insert_args
 from ._schema import LOCK_CLASS, migrate
 from ._tx import CHANNEL, Tx
 
@@ -73,6 +75,13 @@ _STATUS["blocked"] = JobStatus.PENDING
 _FOLD_LOCK = LOCK_CLASS + 5
 _FOLD_EVERY = 4  # rescues between two looks at the count deltas (folded past 256 rows)
 _RETRIES = 3  # attempts of a transaction that lost a deadlock or serialization race
+
+
+def _plain(job: Job) -> bool:
+    """A job the one-statement enqueue takes: no key to check, no workflow to settle."""
+    return job.key is None and job.step is None
+
+
 _PASSWORD = re.compile(r"(://[^:/@?]*):[^@/?]*@")
 
 
@@ -313,9 +322,30 @@ class PostgresStorage:
         """
         if not jobs:
             return []
+        if connection is None and not max_queued and all(_plain(job) for job in jobs):
+            return await self._enqueue_plain(jobs, now)
         return await self._write(
             "enqueuing", _sql.enqueue, jobs, now, key_ttl, max_queued, connection=connection
         )
+
+    async def _enqueue_plain(self, jobs: Sequence[Job], now: float) -> list[Job]:
+        """The common enqueue (no idempotency key, quota or workflow step) in one
+        statement and one round trip: the rows, their counts, their log entries and the
+        NOTIFY commit together, as the general path's transaction does."""
+        pool = self._require_open()
+        pending = JobStatus.PENDING
+        fresh = [job if job.status is pending else replace(job, status=pending) for job in jobs]
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    INSERT_LOGGED, *insert_args(fresh), now, self.origin, self.notify
+                )
+        except HyperqueueError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise self._error(exc, "enqueuing") from exc
+        self._wake()
+        return fresh
 
     async def claim(
         self,

@@ -59,6 +59,12 @@ def runs(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
+def _mid_run(log: list[tuple[str, str]]) -> bool:
+    started = [i for kind, i in log if kind == "start"]
+    ended = {i for kind, i in log if kind == "end"}
+    return len(started) >= 12 and any(i not in ended for i in started)
+
+
 @pytest.fixture
 async def queue(pg_dsn: str) -> AsyncIterator[hq.Queue]:
     queue = hq.Queue(PostgresStorage(pg_dsn, poll_interval=0.2))
@@ -93,9 +99,11 @@ async def test_killed_worker_jobs_run_again_and_nothing_else_runs_twice(
         ):
             for proc in (victim, w1, w2):
                 assert await read_line(proc) == "ready\n"
-            # another process writes the log: no Event to wait on, so look every 10 ms
-            while sum(1 for kind, _ in runs(logs["victim"]) if kind == "start") < 12:  # noqa: ASYNC110
-                await anyio.sleep(0.01)
+            # another process writes the log: no Event to wait on, so look every 10 ms,
+            # until the victim has run a dozen jobs and has one running (between two
+            # claims it may have none: killing it then would test nothing)
+            while not _mid_run(runs(logs["victim"])):  # noqa: ASYNC110
+                await anyio.sleep(0.005)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(10)
             await wait_for_completed(queue, len(jobs))

@@ -53,6 +53,12 @@ def runs(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in log.read_text().splitlines()]  # type: ignore[misc]
 
 
+def _mid_run(log: list[tuple[str, str]]) -> bool:
+    started = [i for kind, i in log if kind == "start"]
+    ended = {i for kind, i in log if kind == "end"}
+    return any(i not in ended for i in started)
+
+
 @pytest.fixture
 async def queue(tmp_path: Path) -> AsyncIterator[hq.Queue]:
     queue = hq.Queue(SQLiteStorage(tmp_path / "jobs.db"))
@@ -97,6 +103,10 @@ async def test_killed_worker_jobs_run_again_and_nothing_else_runs_twice(
             # apsw brings SQLite >= 3.51.3: several processes on the file are fine
             assert not wal_reset_bug(health.sqlite_version), health
             assert health.status == "healthy", health
+            # between two claims the victim may have no job running: killing it then
+            # would test nothing, so wait for one in flight
+            while not _mid_run(runs(logs["victim"])):  # noqa: ASYNC110
+                await anyio.sleep(0.005)
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(10)
             await wait_for_completed(queue, len(jobs))
