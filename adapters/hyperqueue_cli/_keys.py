@@ -7,13 +7,15 @@ every change is a new configuration version (history, diff, rollback), is audite
 takes effect at once; the server refuses a change that would lock every admin out (exit
 status 6). A new key's secret is made here, printed once, and only its hash is sent.
 
-The configuration has no compare-and-swap yet: two admins changing it at the same
-moment can overwrite each other's change (each is still recorded as a version).
+A change is written with ``If-Match`` naming the version it was made from: when another
+admin changed the configuration in between, the server refuses it (412) and the command
+reads again and makes its change on the newer keys, so neither change is lost.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -35,11 +37,40 @@ def keys() -> None:
     """API keys of a running server (through its configuration API: admin role)."""
 
 
-def _put(client: Client, config: dict[str, Any], comment: str) -> dict[str, Any]:
-    answer: dict[str, Any] = client.call(
-        "PUT", "/api/v1/config", json=config, params={"comment": comment}
+_ATTEMPTS = 3  # read-modify-write rounds before giving up on a busy configuration
+
+
+def _edit_keys(
+    client: Client, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]], comment: str
+) -> dict[str, Any]:
+    """Read the configuration, change its keys with ``change``, and write it back only
+    if nobody changed it meanwhile (``If-Match`` with the version read; the server
+    answers 412 otherwise), so two admins at once never overwrite each other's keys.
+    A lost race reads again and applies ``change`` to the newer keys."""
+    for _ in range(_ATTEMPTS):
+        read = client.send("GET", "/api/v1/config")
+        if not read.is_success:
+            raise client.error(read)
+        config: dict[str, Any] = read.json()
+        config["keys"] = change(list(config.get("keys", [])))
+        version = read.headers.get("X-Config-Version")
+        written = client.send(
+            "PUT",
+            "/api/v1/config",
+            json=config,
+            params={"comment": comment},
+            headers={"If-Match": version} if version else None,
+        )
+        if written.status_code == 412:
+            continue
+        if not written.is_success:
+            raise client.error(written)
+        answer: dict[str, Any] = written.json()
+        return answer
+    raise CliError(
+        f"the configuration kept changing while this command ran ({_ATTEMPTS} tries); run it again",
+        _exit.CONFLICT,
     )
-    return answer
 
 
 @keys.command("create")
@@ -67,19 +98,21 @@ def create(
     from hyperqueue_litestar import ApiKey
 
     secret = "hq_" + secrets.token_urlsafe(32)
-    with Client(url, api_key) as client:
-        config = client.get("/api/v1/config")
-        if any(k["name"] == name for k in config.get("keys", [])):
+    entry: dict[str, Any] = {
+        "name": name,
+        "key_hash": ApiKey.hash_key(secret),
+        "roles": list(dict.fromkeys(roles)),
+    }
+    if tenant is not None:
+        entry["tenant"] = tenant
+
+    def add(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if any(k["name"] == name for k in keys):
             raise CliError(f"a key named {name!r} exists: revoke it first", _exit.CONFLICT)
-        entry: dict[str, Any] = {
-            "name": name,
-            "key_hash": ApiKey.hash_key(secret),
-            "roles": list(dict.fromkeys(roles)),
-        }
-        if tenant is not None:
-            entry["tenant"] = tenant
-        config["keys"] = [*config.get("keys", []), entry]
-        applied = _put(client, config, f"keys create {name}")
+        return [*keys, entry]
+
+    with Client(url, api_key) as client:
+        applied = _edit_keys(client, add, f"keys create {name}")
     version = applied["version"]["version"]
     if as_json:
         print_json({**entry, "key": secret, "config_version": version})
@@ -122,16 +155,18 @@ def list_keys(as_json: bool, url: str, api_key: str | None) -> None:
 @server_options
 def revoke(name: str, yes: bool, url: str, api_key: str | None) -> None:
     """Remove the key NAME: requests with it are refused from now on."""
-    with Client(url, api_key) as client:
-        config = client.get("/api/v1/config")
-        before = config.get("keys", [])
-        after = [k for k in before if k["name"] != name]
-        if len(after) == len(before):
+
+    def remove(keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        after = [k for k in keys if k["name"] != name]
+        if len(after) == len(keys):
             raise CliError(f"no key named {name!r}", _exit.NOT_FOUND)
+        return after
+
+    with Client(url, api_key) as client:
+        remove(client.get("/api/v1/config").get("keys", []))  # a missing key: no question
         if not yes:
             click.confirm(f"Revoke key {name!r}?", abort=True, err=True)
-        config["keys"] = after
-        applied = _put(client, config, f"keys revoke {name}")
+        applied = _edit_keys(client, remove, f"keys revoke {name}")
     click.echo(
         f"key {name!r} revoked (configuration version {applied['version']['version']})",
         err=True,

@@ -39,6 +39,7 @@ from ._config import (
 from ._config_routes import (
     ConfigApi,
     ConfigApplied,
+    ConfigConflict,
     ConfigVersionInfo,
     LiveSetting,
     restart_required,
@@ -87,6 +88,7 @@ __all__ = [
     "Config",
     "ConfigApi",
     "ConfigApplied",
+    "ConfigConflict",
     "ConfigError",
     "ConfigHistory",
     "ConfigVersion",

@@ -59,7 +59,14 @@ from ._config import (
 from ._config_safety import ConfigChangeRefused, ConfigRefused, check_change, document_has_keys
 from ._security import Actor, actor_of, client_ip, route_of
 
-__all__ = ["ConfigApi", "ConfigApplied", "ConfigVersionInfo", "LiveSetting", "restart_required"]
+__all__ = [
+    "ConfigApi",
+    "ConfigApplied",
+    "ConfigConflict",
+    "ConfigVersionInfo",
+    "LiveSetting",
+    "restart_required",
+]
 
 _logger = logging.getLogger("hyperqueue.config")
 
@@ -107,6 +114,34 @@ def restart_required(diff: ConfigDiff) -> tuple[str, ...]:
         for path in diff.paths
         if not any(path == live or path.startswith((f"{live}.", f"{live}[")) for live in _LIVE)
     )
+
+
+class ConfigConflict(Exception):
+    """A change made from a version that is no longer the running one (another change
+    came in between): refused, so that neither is lost without a word."""
+
+    def __init__(self, *, running: int | None, expected: int) -> None:
+        super().__init__(
+            f"the configuration changed since version {expected}: version {running} is "
+            "running; read it again and make the change on it"
+        )
+        self.running = running
+        self.expected = expected
+
+
+def _expected_version(header: str | None) -> int | None:
+    """The version an ``If-Match`` header names (``3``, ``"3"`` or ``W/"3"``), or None;
+    anything else is a 422."""
+    if header is None or not header.strip():
+        return None
+    text = header.strip().removeprefix("W/").strip('"')
+    if not text.isdigit() or len(text) > 18:
+        raise HTTPException(
+            status_code=422,
+            detail=f"If-Match must name a configuration version (a number), not {header!r}",
+            extra={"header": "If-Match"},
+        )
+    return int(text)
 
 
 def _info(version: ConfigVersion) -> ConfigVersionInfo:
@@ -183,13 +218,22 @@ class ConfigApi(InitPlugin):
         author: str | None = None,
         comment: str | None = None,
         keys_given: bool = True,
+        expected_version: int | None = None,
     ) -> ConfigApplied:
         """Record ``config`` as a new version, then make it the running configuration.
 
         Raises :class:`~._config_safety.ConfigRefused` (and changes nothing) when the
         rule of :mod:`._config_safety` refuses it; ``keys_given`` says whether the
-        document ``config`` was read from names ``keys``."""
-        return await self._apply(config, author=author, comment=comment, keys_given=keys_given)
+        document ``config`` was read from names ``keys``. ``expected_version``: the
+        version the change was made from (a read-modify-write); if another change came
+        in between, :class:`ConfigConflict` is raised and nothing changes."""
+        return await self._apply(
+            config,
+            author=author,
+            comment=comment,
+            keys_given=keys_given,
+            expected_version=expected_version,
+        )
 
     async def _apply(
         self,
@@ -199,8 +243,11 @@ class ConfigApi(InitPlugin):
         comment: str | None,
         keys_given: bool = True,
         checked: bool = True,
+        expected_version: int | None = None,
     ) -> ConfigApplied:
         async with self._lock:
+            if expected_version is not None and expected_version != self.version:
+                raise ConfigConflict(running=self.version, expected=expected_version)
             if checked:
                 watched = author == "file" and self.watcher is not None
                 source = self._watched if watched else ""
@@ -349,7 +396,12 @@ class ConfigApi(InitPlugin):
             comment: Annotated[str | None, QueryParameter(max_length=1000)] = None,
         ) -> ConfigApplied:
             """Replace the whole configuration: a JSON document, or TOML when the
-            Content-Type says ``toml``. Validated first: a bad one is a 422 naming the key."""
+            Content-Type says ``toml``. Validated first: a bad one is a 422 naming the key.
+
+            ``If-Match: <version>`` (the ``X-Config-Version`` a read answered) makes it
+            a compare-and-swap: when another change was applied since, the answer is 412
+            with the running version in ``extra.version``, and nothing changes."""
+            expected = _expected_version(request.headers.get("if-match"))
             toml = "toml" in request.headers.get("content-type", "")
             kind: Literal["toml", "json"] = "toml" if toml else "json"
             try:
@@ -367,9 +419,14 @@ class ConfigApi(InitPlugin):
                     author=_author(request),
                     comment=comment,
                     keys_given=document_has_keys(body, format=kind),
+                    expected_version=expected,
                 )
             except ConfigRefused as exc:
                 raise api._refused(request, exc) from None
+            except ConfigConflict as exc:
+                raise HTTPException(
+                    status_code=412, detail=str(exc), extra={"version": exc.running}
+                ) from None
 
         @post(
             f"{base}/rollback/{{version:int}}",

@@ -122,6 +122,40 @@ def test_keys_create_list_revoke_through_the_config_api(keyed: Server, invoke: I
     assert [h["comment"] for h in history[:2]] == ["keys revoke ci", "keys create ci"]
 
 
+def test_two_admins_changing_keys_at_once_lose_neither_change(keyed: Server) -> None:
+    """The window between the command's read and its write, with another admin's change
+    made in it (through the same API): the write is refused (If-Match), the command reads
+    again, and both keys are in the configuration."""
+    from hyperqueue_cli._client import Client
+    from hyperqueue_cli._keys import _edit_keys
+
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    calls = 0
+
+    def add_mine(keys: list[dict[str, object]]) -> list[dict[str, object]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # another admin adds a key while this command holds its copy
+            config = httpx.get(f"{keyed.url}/api/v1/config", headers=auth).json()
+            config["keys"].append({"name": "theirs", "key_hash": "a" * 64, "roles": ["viewer"]})
+            put = httpx.put(f"{keyed.url}/api/v1/config", json=config, headers=auth)
+            assert put.status_code == 200, put.text
+        return [*keys, {"name": "mine", "key_hash": "b" * 64, "roles": ["viewer"]}]
+
+    with Client(keyed.url, ADMIN) as client:
+        applied = _edit_keys(client, add_mine, "keys create mine")
+    assert calls == 2, "the first write was refused and made again on the newer keys"
+    names = {
+        k["name"] for k in httpx.get(f"{keyed.url}/api/v1/config", headers=auth).json()["keys"]
+    }
+    assert {"theirs", "mine"} <= names
+    for name in ("theirs", "mine"):  # leave the module's server as it was
+        config = httpx.get(f"{keyed.url}/api/v1/config", headers=auth).json()
+        config["keys"] = [k for k in config["keys"] if k["name"] != name]
+        assert httpx.put(f"{keyed.url}/api/v1/config", json=config, headers=auth).is_success
+    assert applied["version"]["version"] >= 3
+
+
 def test_keys_create_prints_the_secret_once_on_stdout(keyed: Server, invoke: Invoke) -> None:
     admin = {"HYPERQUEUE_URL": keyed.url, "HYPERQUEUE_API_KEY": ADMIN}
     result = invoke("keys", "create", "once", "--role", "operator", env=admin)

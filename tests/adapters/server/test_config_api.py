@@ -227,3 +227,32 @@ async def test_every_change_is_audited(server: Server) -> None:
         ("post", "success", "root"),
     ]
     assert changes[2].metadata["route"] == "/api/v1/config/rollback/{version}"
+
+
+async def test_if_match_makes_a_change_a_compare_and_swap(server: Server) -> None:
+    """Two admins read version 1 and both change it: the second change, made from a
+    version no longer running, is refused with 412 and changes nothing."""
+    read = await server.client.get("/api/v1/config", headers=ADMIN)
+    assert read.headers["X-Config-Version"] == "1"
+    first, second = plain(START), plain(START)
+    first["workers"] = {"concurrency": 3}
+    second["workers"] = {"concurrency": 7}
+    match = {**ADMIN, "If-Match": '"1"'}
+    ok = await server.client.put("/api/v1/config", json=first, headers=match)
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["version"]["version"] == 2
+    late = await server.client.put("/api/v1/config", json=second, headers=match)
+    assert late.status_code == 412, late.text
+    assert late.json()["extra"] == {"version": 2}
+    assert "version 2 is running" in late.json()["detail"]
+    assert server.api.current.workers.concurrency == 3
+    history = (await server.client.get("/api/v1/config/history", headers=ADMIN)).json()["items"]
+    assert [v["version"] for v in history] == [2, 1]
+    bad = await server.client.put(
+        "/api/v1/config", json=second, headers={**ADMIN, "If-Match": "latest"}
+    )
+    assert bad.status_code == 422 and bad.json()["extra"] == {"header": "If-Match"}
+    again = await server.client.put(
+        "/api/v1/config", json=second, headers={**ADMIN, "If-Match": "2"}
+    )
+    assert again.status_code == 200 and server.api.current.workers.concurrency == 7
