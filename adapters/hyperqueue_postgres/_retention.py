@@ -37,6 +37,8 @@ __all__ = ["PruneReport", "read_archive", "retention_service", "write_archive"]
 
 FINAL = ("completed", "failed", "cancelled")
 EVENT_BATCH = 10_000
+RETENTION_LEASE = "retention"
+"""The leader lease of :func:`retention_service` (see ``PostgresStorage.lead``)."""
 """Event log ids looked at by one DELETE of a prune."""
 
 _encode = msgspec.json.Encoder().encode
@@ -101,7 +103,8 @@ def retention_service(
 
     Unlike SQLite's ``maintenance_service`` there is no low-disk rule (the database's
     disk is the server's, not this process's) and no vacuum (autovacuum's job).
-    Several processes may run it on one database: their batches never overlap. Run it
+    Several processes may run it on one database: one of them at a time prunes (the
+    holder of the leader lease ``"retention"``), the others take over if it stops. Run it
     under an :class:`hyperqueue.Supervisor`::
 
         async with hq.Supervisor() as services:
@@ -112,7 +115,11 @@ def retention_service(
     now = (clock if clock is not None else hq.SystemClock()).now
 
     async def prune() -> None:
-        await storage.prune(older_than=keep_for, now=now(), archive_dir=archive_dir)
+        at = now()
+        # one process prunes at a time; if it stops, another takes over within three
+        # intervals
+        if await storage.lead(RETENTION_LEASE, now=at, ttl=3 * interval) is not None:
+            await storage.prune(older_than=keep_for, now=at, archive_dir=archive_dir)
 
     return hq.Service(name, prune, interval=interval)
 

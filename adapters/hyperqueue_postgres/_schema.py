@@ -216,7 +216,22 @@ _V3: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
+_V4: tuple[str, ...] = (
+    # Leader leases (see _leader.py): work that one process at a time should do, such as
+    # rescue sweeps and pruning. UNLOGGED: the rows are rewritten every few seconds and
+    # need no WAL; a crash (or a failover to a standby) empties the table, which only
+    # means that the next process to ask becomes the leader.
+    """
+    CREATE UNLOGGED TABLE hq_leaders (
+        name       text PRIMARY KEY,
+        holder     text NOT NULL,
+        term       bigint NOT NULL,
+        expires_at double precision NOT NULL
+    )
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
 """Migration ``n`` (counting from 1) brings a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

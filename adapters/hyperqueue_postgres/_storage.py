@@ -60,7 +60,7 @@ from hyperqueue import (
     WorkflowRecord,
 )
 
-from . import _events, _retention, _schedules, _search, _sql, _workflows
+from . import _events, _leader, _retention, _schedules, _search, _sql, _workflows
 from ._retention import PruneReport
 from ._rows import INSERT_LOGGED, insert_args
 from ._schema import LOCK_CLASS, migrate
@@ -75,6 +75,8 @@ _STATUS["blocked"] = JobStatus.PENDING
 _FOLD_LOCK = LOCK_CLASS + 5
 _FOLD_EVERY = 4  # rescues between two looks at the count deltas (folded past 256 rows)
 _RETRIES = 3  # attempts of a transaction that lost a deadlock or serialization race
+RESCUE_LEASE = "rescue"
+"""The leader lease of rescue sweeps and count folds (see :meth:`PostgresStorage.lead`)."""
 
 
 def _plain(job: Job) -> bool:
@@ -166,6 +168,7 @@ class PostgresStorage:
         self._listeners: list[_Listener] = []
         self._flows: dict[str, str | None] = {}  # workflow of each job claimed here
         self._rescues = 0
+        self._last_rescue: float | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._where()!r})"
@@ -213,6 +216,9 @@ class PostgresStorage:
         with anyio.CancelScope(shield=True):
             await self._stop_listening()
             if pool is not None:
+                with contextlib.suppress(Exception):  # the lease then just runs out
+                    async with pool.acquire(timeout=self.connect_timeout) as conn:
+                        await _leader.release(conn, self.origin)
                 await pool.close()
 
     # -- plumbing --------------------------------------------------------------------
@@ -403,13 +409,37 @@ class PostgresStorage:
         return await self._run("extending leases", _sql.extend, leases, now + lease)
 
     async def rescue(self, *, now: float) -> list[Job]:
-        # every worker calls this every lease / 3: look first, write only when needed
+        """Rescue jobs whose lease expired (see :meth:`hyperqueue.abc.Storage.rescue`),
+        if this storage holds the rescue leader lease; else nothing.
+
+        Every worker pool calls this every ``lease / 3``; one process at a time sweeps
+        and folds counts for all. The lease lasts three times the time between this
+        storage's last two calls (10 s at first, between 0.1 and 60 s), so when the
+        leader's process dies or freezes, another takes over within about three of
+        its own intervals: a lost job waits for its own lease, then at most that.
+        """
+        last, self._last_rescue = self._last_rescue, now
+        ttl = 10.0 if last is None or now <= last else min(max(3 * (now - last), 0.1), 60.0)
+        if await self.lead(RESCUE_LEASE, now=now, ttl=ttl) is None:
+            return []
         self._rescues += 1
         if self._rescues % _FOLD_EVERY == 0:
             await self._run("folding counts", _fold)
+        # look first, write only when needed
         if not await self._run("looking for expired leases", _sql.any_expired, now):
             return []
         return await self._write("rescuing jobs", _sql.rescue, now)
+
+    async def lead(self, name: str, *, now: float, ttl: float) -> int | None:
+        """Take or keep the leader lease ``name`` until ``now + ttl``: the lease's term
+        (a number that grows with each new holder, a fencing token) while this storage
+        object holds it, else ``None``. Work that one process on the database should
+        do at a time asks before each round; the holder keeps the lease by asking
+        again before it ends, and gives up its leases when it closes. Hosts' clocks
+        must be in step, as for job leases."""
+        if not ttl > 0:
+            raise ValueError("ttl must be > 0 seconds")
+        return await self._run("taking a leader lease", _leader.take, name, self.origin, now, ttl)
 
     async def cancel(self, job_id: str, *, now: float) -> Job:
         return await self._write("cancelling a job", _sql.cancel, job_id, now)
