@@ -362,3 +362,24 @@ async def test_enqueue_in_rolled_back_leaves_nothing(pg_dsn: str) -> None:
                 await enqueue_in(conn, hq.Queue(), receipt, 1)
     finally:
         await conn.close()
+
+
+async def test_estimates_read_no_job_rows_and_come_close(
+    storage: PostgresStorage, pg_dsn: str
+) -> None:
+    """On a huge table a count by tenant would scan it; the estimate asks the planner
+    (close once the table is analyzed), and stays exact where the deltas answer."""
+    jobs = [make(tenant="big") for _ in range(3000)] + [make(tenant="small") for _ in range(300)]
+    await storage.enqueue(jobs, now=T0, key_ttl=None)
+    await storage.claim(None, limit=100, now=T0, lease=30, worker="w")
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # autovacuum's ANALYZE, done now
+        await conn.execute("ANALYZE hq_jobs")
+    finally:
+        await conn.close()
+    pending = hq.JobFilter(status=(JobStatus.PENDING,))
+    assert await storage.estimate(pending) == await storage.count(pending) == 3200
+    big = await storage.estimate(hq.JobFilter(tenant="big"))
+    small = await storage.estimate(hq.JobFilter(tenant="small"))
+    assert 2400 <= big <= 3600 and 150 <= small <= 450, (big, small)
+    assert await storage.estimate(hq.JobFilter(tenant="nobody")) <= 10
