@@ -65,6 +65,7 @@ from ._retention import PruneReport
 from ._rows import INSERT_LOGGED, insert_args
 from ._schema import LOCK_CLASS, migrate
 from ._tx import CHANNEL, Tx
+from ._wakeup import NotifyGate
 
 __all__ = ["PostgresStorage"]
 
@@ -169,6 +170,7 @@ class PostgresStorage:
         self._flows: dict[str, str | None] = {}  # workflow of each job claimed here
         self._rescues = 0
         self._last_rescue: float | None = None
+        self._gate = NotifyGate(self._notify_now)
 
     def __repr__(self) -> str:
         return f"PostgresStorage({self._where()!r})"
@@ -212,8 +214,9 @@ class PostgresStorage:
             self._pool = pool
 
     async def aclose(self) -> None:
-        pool, self._pool = self._pool, None
         with anyio.CancelScope(shield=True):
+            await self._gate.aclose()  # a wake-up still owed goes out first
+            pool, self._pool = self._pool, None
             await self._stop_listening()
             if pool is not None:
                 with contextlib.suppress(Exception):  # the lease then just runs out
@@ -276,10 +279,17 @@ class PostgresStorage:
                         result = await fn(tx, *args)
                         await tx.flush()
                     return result  # committed with the caller's transaction: it notifies
-                async with pool.acquire() as conn, conn.transaction():
-                    tx = Tx(conn, self.origin, notify=self.notify)
-                    result = await fn(tx, *args)
-                    await tx.flush()
+                async with pool.acquire() as conn:
+                    tx = Tx(conn, self.origin, notify=self.notify, gate=self._gate)
+                    try:
+                        async with conn.transaction():
+                            result = await fn(tx, *args)
+                            await tx.flush()
+                    finally:
+                        if tx.took:
+                            self._gate.landed()
+                if tx.owes_notify:
+                    self._gate.missed()
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:
                 if connection is not None or attempt == _RETRIES - 1:
                     raise self._error(exc, doing) from exc
@@ -341,17 +351,27 @@ class PostgresStorage:
         pool = self._require_open()
         pending = JobStatus.PENDING
         fresh = [job if job.status is pending else replace(job, status=pending) for job in jobs]
+        gate = self._gate
+        took = self.notify and gate.take()
         try:
             async with pool.acquire() as conn:
-                await conn.execute(
-                    INSERT_LOGGED, *insert_args(fresh), now, self.origin, self.notify
-                )
+                await conn.execute(INSERT_LOGGED, *insert_args(fresh), now, self.origin, took)
         except HyperqueueError:
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise self._error(exc, "enqueuing") from exc
+        finally:
+            if took:
+                gate.landed()
+        if self.notify and not took:
+            gate.missed()
         self._wake()
         return fresh
+
+    async def _notify_now(self) -> None:
+        """The gate's trailing NOTIFY, a statement of its own."""
+        async with self._require_open().acquire() as conn:
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
     async def claim(
         self,

@@ -5,7 +5,8 @@ ready, then :meth:`Tx.flush` writes them all in one statement just before the co
 count deltas and events appended (never updated, so no writer waits for another on a
 shared row), and one ``pg_notify`` per transaction that made work ready (PostgreSQL
 takes a global lock at the commit of a transaction that notified: once per write, not
-once per job).
+once per job), or none when another notifying transaction of the storage is in flight
+(see :mod:`._wakeup`).
 
 The event ids are given later, in commit order (see :mod:`._events`).
 """
@@ -19,6 +20,7 @@ from hyperqueue import Job
 
 from ._rows import COLUMNS, SAVE, job_from_row, save_args
 from ._schema import LOCK_CLASS
+from ._wakeup import NotifyGate
 
 __all__ = ["CHANNEL", "TENANT_QUEUED_LOCK", "TENANT_RUNNING_LOCK", "Tx", "lock_names"]
 
@@ -66,15 +68,27 @@ async def lock_names(conn: Any, lock: int, names: Iterable[str]) -> None:
 class Tx:
     """A write transaction on ``conn``; see the module docstring."""
 
-    __slots__ = ("conn", "counts", "events", "notify", "origin", "work")
+    __slots__ = ("conn", "counts", "events", "gate", "notify", "origin", "took", "work")
 
-    def __init__(self, conn: Any, origin: str, *, notify: bool = True) -> None:
+    def __init__(
+        self, conn: Any, origin: str, *, notify: bool = True, gate: NotifyGate | None = None
+    ) -> None:
         self.conn = conn
         self.origin = origin
         self.notify = notify
+        self.gate = gate
+        """Decides whether this transaction carries the NOTIFY (see :mod:`._wakeup`);
+        without one, every transaction that made work ready notifies."""
+        self.took = False
+        """Whether :meth:`flush` took the gate's NOTIFY."""
         self.counts: dict[tuple[str, str, str], int] = {}
         self.events: list[tuple[float, str, str]] = []
         self.work = False
+
+    @property
+    def owes_notify(self) -> bool:
+        """Made work ready but left the NOTIFY to the gate's trailing one."""
+        return self.work and self.notify and not self.took
 
     def count(self, job: Job, status: str, n: int) -> None:
         key = (job.queue, job.task, status)
@@ -117,6 +131,8 @@ class Tx:
     async def flush(self) -> None:
         counts = [(key, n) for key, n in self.counts.items() if n]
         notify = self.work and self.notify
+        if notify and self.gate is not None:
+            notify = self.took = self.gate.take()
         if not counts and not self.events and not notify:
             return
         await self.conn.execute(

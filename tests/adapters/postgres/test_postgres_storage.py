@@ -152,6 +152,41 @@ async def test_a_worker_on_another_storage_runs_a_job_at_once(
         assert done.status is JobStatus.COMPLETED and done.result == 3
 
 
+async def test_a_burst_of_enqueues_notifies_a_few_times_and_wakes_every_job(
+    storage: PostgresStorage, other: PostgresStorage, pg_dsn: str
+) -> None:
+    """Notifying transactions commit one at a time in PostgreSQL, so one storage lets
+    one of them in flight carry the NOTIFY and sends one more after the rest: far
+    fewer notifications than transactions, and none of the jobs waits for a poll."""
+    heard: list[float] = []
+    spy = await asyncpg.connect(pg_dsn)
+    await spy.add_listener("hq_work", lambda *_: heard.append(time.perf_counter()))
+    consumer, producer = hq.Queue(storage), hq.Queue(other)
+    for queue in (consumer, producer):
+
+        @queue.task
+        async def noop(i: int) -> int:
+            return i
+
+    try:
+        async with consumer, producer, consumer.worker(concurrency=4):
+            await anyio.sleep(0.05)  # the worker is idle; its poll is 30 s away
+            for burst in range(3):
+                heard.clear()
+                async with anyio.create_task_group() as tg:
+                    for i in range(40):
+                        tg.start_soon(producer.tasks["noop"].enqueue, i)
+                last_commit = time.perf_counter()
+                done = 40 * (burst + 1)
+                with anyio.fail_after(5):  # every job runs: no poll was needed
+                    while (await other.counts())["default"][JobStatus.COMPLETED] < done:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                assert 1 <= len(heard) <= 20, len(heard)
+                assert max(heard) >= last_commit - 0.001  # one came after the last commit
+    finally:
+        await spy.close()
+
+
 # -- the event log ---------------------------------------------------------------------
 
 
