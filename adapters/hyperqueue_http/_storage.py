@@ -78,6 +78,7 @@ class _RunAt(msgspec.Struct, kw_only=True):
 class _Listened(msgspec.Struct, kw_only=True):
     event_id: int
     changed: bool = False
+    paused: list[str] | None = None  # None from a server older than this field
 
 
 class _Count(msgspec.Struct, kw_only=True):
@@ -486,8 +487,8 @@ class HttpStorage:
 
     async def pause_queue(self, name: str, *, paused: bool, now: float) -> None:
         """Pause or resume ``name`` on the server. A resume wakes this object's listeners
-        at once; the server wakes the long polls waiting there (a poll that reaches it
-        just after the resume sees it within ``poll_wait``: a resume is no event)."""
+        at once; the server wakes the long polls waiting there, and answers at once a
+        poll that arrives after it (each poll names the paused queues it last saw)."""
         await self._void(f"/storage/queues/{_path(name)}/pause", {"paused": paused})
         if not paused:
             for listener in self._listeners:
@@ -498,13 +499,14 @@ class HttpStorage:
 
     # -- wake-ups -------------------------------------------------------------------
 
-    async def _listen(self, after: int | None, wait: float) -> _Listened:
+    async def _listen(
+        self, after: int | None, wait: float, paused: builtins.list[str] | None = None
+    ) -> _Listened:
+        body: dict[str, Any] = {"after": after, "wait": wait}
+        if paused is not None:
+            body["paused"] = paused
         return await self._call(
-            _Listened,
-            "POST",
-            "/worker/listen",
-            {"after": after, "wait": wait},
-            timeout=wait + self._http.timeout,
+            _Listened, "POST", "/worker/listen", body, timeout=wait + self._http.timeout
         )
 
     @asynccontextmanager
@@ -513,19 +515,20 @@ class HttpStorage:
         at entry: any change after it, by any process on the server's storage, wakes
         the listener."""
         listener = _Listener()
-        cursor = (await self._listen(None, 0.0)).event_id
+        first = await self._listen(None, 0.0)
+        cursor, paused = first.event_id, first.paused
 
         async def poll() -> None:
-            nonlocal cursor
+            nonlocal cursor, paused
             while True:
                 try:
-                    answer = await self._listen(cursor, self.poll_wait)
+                    answer = await self._listen(cursor, self.poll_wait, paused)
                 except (ServerUnavailable, HttpError, hq.CircuitOpenError):
                     await anyio.sleep(1.0)  # the worker's own calls report the outage
                     listener.signal()  # and claim again once it is over
                     continue
-                if answer.changed or answer.event_id != cursor:
-                    cursor = answer.event_id
+                if answer.changed or answer.event_id != cursor or answer.paused != paused:
+                    cursor, paused = answer.event_id, answer.paused
                     listener.signal()
 
         self._listeners.add(listener)

@@ -321,20 +321,27 @@ def worker_routes(queue: hq.Queue, modes: hq.ModeController) -> list[ControllerR
         data: JSONBody[ListenRequest], request: Request[Any, Any, Any]
     ) -> ListenResponse:
         modes.check(Operation.EXECUTE)
+        seen = None if data.paused is None else sorted(set(data.paused))
         async with storage.listen() as listener:
             listener.clear()
             last = await storage.last_event_id()
-            if data.after is None or last > data.after or data.wait <= 0:
-                return ListenResponse(
-                    event_id=last, changed=data.after is not None and last > data.after
-                )
+            paused = sorted(await storage.paused_queues())
+            moved = seen is not None and paused != seen  # a pause or resume: no event
+            if data.after is None or last > data.after or moved or data.wait <= 0:
+                changed = data.after is not None and (last > data.after or moved)
+                return ListenResponse(event_id=last, changed=changed, paused=paused)
             gone = anyio.Event()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_until_gone, request, gone)
-                await _wait_for_work(listener, gone, min(data.wait, MAX_WAIT))
+                woke = await _wait_for_work(listener, gone, min(data.wait, MAX_WAIT))
                 tg.cancel_scope.cancel()
             last = await storage.last_event_id()
-            return ListenResponse(event_id=last, changed=last > data.after or not gone.is_set())
+            paused = sorted(await storage.paused_queues())
+            return ListenResponse(
+                event_id=last,
+                changed=last > data.after or woke or (seen is not None and paused != seen),
+                paused=paused,
+            )
 
     @get(
         "/worker/jobs/{job_id:str}",

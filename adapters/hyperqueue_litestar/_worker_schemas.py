@@ -178,18 +178,23 @@ class NextRunResponse(msgspec.Struct, frozen=True, kw_only=True):
 class ListenRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``POST /worker/listen``: answer once the event log passes ``after`` (an event id)
     or new work may be ready, or after ``wait`` seconds (at most 30). Without
-    ``after`` it answers at once with the current id."""
+    ``after`` it answers at once with the current id. ``paused``: the paused queues of
+    the previous answer; when they differ now (a queue was resumed or paused between
+    two polls, which writes no event), it answers at once."""
 
     after: Annotated[int, msgspec.Meta(ge=0, le=MAX_INT)] | None = None
     wait: _Wait = 0.0
+    paused: _Names | None = None
 
 
 class ListenResponse(msgspec.Struct, frozen=True, kw_only=True):
     """``event_id`` is the newest id of the event log; ``changed`` whether anything
-    happened after ``after``."""
+    happened after ``after`` (or the paused queues are not those of the request);
+    ``paused`` the queues paused now, sorted."""
 
     event_id: int
     changed: bool
+    paused: list[str] = msgspec.field(default_factory=list)
 
 
 class StorageInfo(msgspec.Struct, frozen=True, kw_only=True):
