@@ -3,10 +3,13 @@
 Claim order is (priority rank, run_at, sequence). Due jobs of one queue sit in a FIFO
 lane per priority (O(1)) plus a heap for the few that arrive out of order (O(log n));
 jobs scheduled for later wait in a heap by run_at and move over once due. So claiming
-the next job never scans, however many jobs are queued. Cancelling a pending job leaves
-its entry behind; a per-job count of such stale entries lets a claim skip them, and
-for the rare job that is pending again while stale entries of it remain, the sequence
-number of its live entry tells the two apart.
+the next job never scans, however many jobs are queued. Due jobs of a tenant wait in
+their tenant's own line instead; a claim that sees such lines shares turns between
+tenants (fair share, see ``_claim_fair``): its order is (rank, place in the tenant's
+line, run_at, sequence), jobs without a tenant being one tenant. Cancelling a pending
+job leaves its entry behind; a per-job count of such stale entries lets a claim skip
+them, and for the rare job that is pending again while stale entries of it remain, the
+sequence number of its live entry tells the two apart.
 """
 
 from __future__ import annotations
@@ -65,14 +68,19 @@ _Key = tuple[int, float, int]
 
 
 class _Lanes:
-    """The pending jobs of one named queue."""
+    """The pending jobs of one named queue and task.
 
-    __slots__ = ("delayed", "fifo", "ready")
+    The fifo and ready parts hold the due jobs without a tenant; ``lines`` the due jobs
+    of each tenant, one ``_Lanes`` per tenant using only its fifo and ready parts (a
+    line is dropped once empty). Delayed jobs of every tenant share ``delayed``."""
+
+    __slots__ = ("delayed", "fifo", "lines", "ready")
 
     def __init__(self) -> None:
         self.fifo: list[deque[tuple[float, int, str]]] = [deque() for _ in range(_RANKS)]
         self.ready: list[tuple[int, float, int, str]] = []
         self.delayed: list[tuple[float, int, int, str]] = []
+        self.lines: dict[str, _Lanes] = {}
 
     def push_due(self, rank: int, run_at: float, seq: int, job_id: str) -> None:
         lane = self.fifo[rank]
@@ -81,11 +89,21 @@ class _Lanes:
         else:
             heapq.heappush(self.ready, (rank, run_at, seq, job_id))
 
-    def promote(self, now: float) -> None:
+    def push_line(self, tenant: str, rank: int, run_at: float, seq: int, job_id: str) -> None:
+        line = self.lines.get(tenant)
+        if line is None:
+            line = self.lines[tenant] = _Lanes()
+        line.push_due(rank, run_at, seq, job_id)
+
+    def promote(self, now: float, jobs: Mapping[str, Job]) -> None:
         delayed = self.delayed
         while delayed and delayed[0][0] <= now:
             run_at, seq, rank, job_id = heapq.heappop(delayed)
-            self.push_due(rank, run_at, seq, job_id)
+            job = jobs.get(job_id)
+            if job is not None and job.tenant is not None:
+                self.push_line(job.tenant, rank, run_at, seq, job_id)
+            else:
+                self.push_due(rank, run_at, seq, job_id)
 
     def head(self) -> _Key | None:
         """The sort key of the next job to claim, or None when nothing is due."""
@@ -117,13 +135,33 @@ class _Lanes:
             yield item[3]
         for later in self.delayed:
             yield later[3]
+        for line in self.lines.values():
+            yield from line.ids()
 
     def earliest(self) -> float | None:
         """The earliest run_at of a pending job (any due job counts as due now)."""
         due = self.head()
-        if due is not None:
+        if self.lines:
+            heads = [head[1] for line in self.lines.values() if (head := line.head())]
+            if due is not None:
+                heads.append(due[1])
+            if heads:
+                return min(heads)
+        elif due is not None:
             return due[1]
         return self.delayed[0][0] if self.delayed else None
+
+
+def _first(lines: Sequence[_Lanes]) -> tuple[_Key | None, _Lanes]:
+    """The sort key of the next entry among one tenant's ``lines`` (None when they are
+    empty), and the line that holds it."""
+    best = lines[0]
+    key = best.head()
+    for line in lines[1:]:
+        head = line.head()
+        if head is not None and (key is None or head < key):
+            key, best = head, line
+    return key, best
 
 
 class _Entry(msgspec.Struct, frozen=True, gc=False):
@@ -257,6 +295,8 @@ class MemoryStorage:
         run_at = job.run_at
         if run_at > now:
             heapq.heappush(lanes.delayed, (run_at, seq, rank, job.id))
+        elif job.tenant is not None:  # a line per tenant: claims share turns (fair share)
+            lanes.push_line(job.tenant, rank, run_at, seq, job.id)
         else:
             lane = lanes.fifo[rank]
             if not lane or lane[-1][0] <= run_at:
@@ -295,43 +335,50 @@ class MemoryStorage:
         key_ttl: float | None,
         max_queued: Mapping[str, int] | None = None,
     ) -> list[Job]:
-        if max_queued:
+        if max_queued:  # all or nothing: checked for the whole batch first
             self._check_quotas(jobs, max_queued)
-        out: list[Job] = []
+        one = self._enqueue_one
+        return [one(job, now, key_ttl, None) for job in jobs]
+
+    def _enqueue_one(
+        self, job: Job, now: float, key_ttl: float | None, max_queued: Mapping[str, int] | None
+    ) -> Job:
+        """:meth:`enqueue` of one job, without a coroutine: nothing here waits, so a
+        :class:`~hyperqueue.Queue` on exactly this class calls it directly, sparing
+        every ``task.enqueue()`` a coroutine. Returns the job stored, or the job its
+        idempotency key made before."""
+        if max_queued:
+            self._check_quotas((job,), max_queued)
         if self._key_expiry:
             self._forget_expired_keys(now)
-        logging = self._logging
-        log = self._log
-        next_event_id = self._next_event_id
-        for job in jobs:
-            if job.key is not None:
-                scoped = (job.tenant, job.key)
-                seen = self._keys.get(scoped)
-                if seen is not None and (seen[1] is None or seen[1] > now):
-                    existing = self._jobs.get(seen[0])
-                    if existing is not None:
-                        out.append(existing)
-                        continue
-                expires = None if key_ttl is None else now + key_ttl
-                self._keys[scoped] = (job.id, expires)
-                if expires is not None:
-                    self._key_expiry.append((expires, scoped))
-            if job.status is not _PENDING:
-                job = replace(job, status=_PENDING)
-            self._jobs[job.id] = job
-            counts = self._counts.get(job.queue)
-            if counts is None:
-                counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
-            counts[_PENDING] += 1
-            if job.tenant is not None:
-                self._count_tenant(job.tenant, None, _PENDING)
-            self._push(job, now)
-            if logging:
-                log.append(_Entry(next_event_id(), "job.enqueued", now, job))
-            out.append(job)
+        if job.key is not None:
+            scoped = (job.tenant, job.key)
+            seen = self._keys.get(scoped)
+            if seen is not None and (seen[1] is None or seen[1] > now):
+                existing = self._jobs.get(seen[0])
+                if existing is not None:
+                    if self._listeners:
+                        self._notify()
+                    return existing
+            expires = None if key_ttl is None else now + key_ttl
+            self._keys[scoped] = (job.id, expires)
+            if expires is not None:
+                self._key_expiry.append((expires, scoped))
+        if job.status is not _PENDING:
+            job = replace(job, status=_PENDING)
+        self._jobs[job.id] = job
+        counts = self._counts.get(job.queue)
+        if counts is None:
+            counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
+        counts[_PENDING] += 1
+        if job.tenant is not None:
+            self._count_tenant(job.tenant, None, _PENDING)
+        self._push(job, now)
+        if self._logging:
+            self._log.append(_Entry(self._next_event_id(), "job.enqueued", now, job))
         if self._listeners:
             self._notify()
-        return out
+        return job
 
     def _check_quotas(self, jobs: Sequence[Job], max_queued: Mapping[str, int]) -> None:
         adding: dict[str, int] = {}
@@ -356,6 +403,7 @@ class MemoryStorage:
     ) -> list[Job]:
         candidates: list[_Lanes] = []
         paused = self._paused
+        fair = False  # fair share between tenants when due jobs of a tenant are in view
         for (queue_name, task_name), lanes in self._lanes.items():
             if queues is not None and queue_name not in queues:
                 continue
@@ -364,17 +412,22 @@ class MemoryStorage:
             if tasks is not None and task_name not in tasks:
                 continue
             if lanes.delayed and lanes.delayed[0][0] <= now:
-                lanes.promote(now)
-            if lanes.head() is not None:
+                lanes.promote(now, self._jobs)
+            if lanes.lines:
+                fair = True
+                candidates.append(lanes)
+            elif lanes.head() is not None:
                 candidates.append(lanes)
         claimed: list[Job] = []
         if not candidates:
             return claimed
+        if fair:
+            return self._claim_fair(candidates, limit, now, lease, worker, max_running)
+        # only jobs without a tenant are due here: the (rank, run_at, seq) merge of the
+        # lanes' heads is the claim order, and no tenant cap applies
         jobs = self._jobs
         running = self._running
         stale = self._stale
-        capped = self._tenants if max_running else None
-        held_back: list[tuple[_Lanes, Job, float, int]] = []
         best = candidates[0]
         while len(claimed) < limit:
             if len(candidates) > 1:
@@ -385,7 +438,7 @@ class MemoryStorage:
                 best = candidates[min(live)[1]]
             elif best.head() is None:
                 break
-            run_at, seq, job_id = best.pop()
+            _, seq, job_id = best.pop()
             job = jobs.get(job_id)
             if job is None:
                 continue
@@ -397,25 +450,86 @@ class MemoryStorage:
                     continue
             elif job.status is not _PENDING:
                 continue
-            tenant = job.tenant
-            if capped is not None and tenant is not None and max_running is not None:
-                cap = max_running.get(tenant)
-                if cap is not None and capped.get(tenant, [0, 0])[1] >= cap:
-                    held_back.append((best, job, run_at, seq))
-                    if stale and job_id in stale:
-                        self._live_seq[job_id] = seq  # its entry goes back in line
-                    continue
             job = move.claimed(job, now=now, lease=lease, worker=worker)
             jobs[job.id] = job
             running[job.id] = None
             counts = self._counts[job.queue]
             counts[_PENDING] -= 1
             counts[_RUNNING] += 1
-            if tenant is not None:
-                self._count_tenant(tenant, _PENDING, _RUNNING)
             claimed.append(job)
-        for lanes, job, run_at, seq in held_back:  # over its tenant's cap: stays first in line
-            lanes.push_due(_RANK[job.priority], run_at, seq, job.id)
+        return claimed
+
+    def _claim_fair(
+        self,
+        candidates: Sequence[_Lanes],
+        limit: int,
+        now: float,
+        lease: float,
+        worker: str,
+        max_running: Mapping[str, int] | None,
+    ) -> list[Job]:
+        """Claim in fair-share order: (rank, k, run_at, seq), where k is a job's place
+        among the due pending jobs of its tenant and priority (jobs without a tenant are
+        one tenant). A heap holds one turn per tenant, its next job's key; taking a job
+        puts the tenant's next one back with k + 1. A tenant at its running cap leaves
+        the heap, its jobs untouched: first in its line for the next claim."""
+        jobs = self._jobs
+        by_tenant: dict[str | None, list[_Lanes]] = {None: list(candidates)}
+        for lanes in candidates:
+            for name, line in lanes.lines.items():
+                by_tenant.setdefault(name, []).append(line)
+        tenants = list(by_tenant.items())
+        best: list[_Lanes] = []
+        turns: list[tuple[int, int, float, int, int]] = []
+        for n, (_, lines) in enumerate(tenants):
+            key, line = _first(lines)
+            best.append(line)
+            if key is not None:
+                turns.append((key[0], 0, key[1], key[2], n))
+        heapq.heapify(turns)
+        running = self._running
+        stale = self._stale
+        figures = self._tenants
+        claimed: list[Job] = []
+        while turns and len(claimed) < limit:
+            rank, k, _, _, n = heapq.heappop(turns)
+            tenant, lines = tenants[n]
+            if max_running and tenant is not None:
+                cap = max_running.get(tenant)
+                if cap is not None and figures.get(tenant, [0, 0])[1] >= cap:
+                    continue  # at its cap: out of this claim, its line untouched
+            _, seq, job_id = best[n].pop()
+            job = jobs.get(job_id)
+            taken = False
+            if job is None:
+                pass
+            elif stale and job_id in stale:
+                if job.status is _PENDING and self._live_seq.get(job_id) == seq:
+                    del self._live_seq[job_id]  # the live entry; the rest are stale
+                    taken = True
+                else:
+                    self._drop_stale(job_id)  # an entry a cancel left behind
+            else:
+                taken = job.status is _PENDING
+            if taken:
+                assert job is not None
+                job = move.claimed(job, now=now, lease=lease, worker=worker)
+                jobs[job_id] = job
+                running[job_id] = None
+                counts = self._counts[job.queue]
+                counts[_PENDING] -= 1
+                counts[_RUNNING] += 1
+                if job.tenant is not None:
+                    self._count_tenant(job.tenant, _PENDING, _RUNNING)
+                claimed.append(job)
+            key, best[n] = _first(lines)
+            if key is not None:
+                place = (k + 1 if taken else k) if key[0] == rank else 0
+                heapq.heappush(turns, (key[0], place, key[1], key[2], n))
+        for lanes in candidates:
+            held = lanes.lines
+            for name in [name for name, line in held.items() if line.head() is None]:
+                del held[name]
         return claimed
 
     async def mark_started(self, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
@@ -435,15 +549,19 @@ class MemoryStorage:
         out: list[Job | None] = []
         wake = False
         jobs = self._jobs
+        running = self._running
+        counts_of = self._counts
+        finished = move.finished
         logging = self._logging
         log = self._log
         next_event_id = self._next_event_id
         for outcome in outcomes:
-            job = jobs.get(outcome.id)
+            job_id = outcome.id
+            job = jobs.get(job_id)
             if job is None or job.status is not _RUNNING or job.token != outcome.token:
                 out.append(None)
                 continue
-            job = move.finished(job, outcome, now=now)
+            job = jobs[job_id] = finished(job, outcome, now=now)
             if logging and outcome.started_at is not None:  # started and ended in one
                 # write: the started entry shows the job as it ended, as SQLite's do
                 log.append(_Entry(next_event_id(), "job.started", outcome.started_at, job))
@@ -451,9 +569,8 @@ class MemoryStorage:
             if status is _PENDING:
                 self._push(job, now)
                 wake = True
-            jobs[job.id] = job
-            del self._running[job.id]
-            counts = self._counts[job.queue]
+            del running[job_id]
+            counts = counts_of[job.queue]
             counts[_RUNNING] -= 1
             counts[status] += 1
             if job.tenant is not None:

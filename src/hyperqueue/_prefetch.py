@@ -35,6 +35,7 @@ HOLD_LIMIT = 0.010
 """Seconds after which jobs of an adaptive claim still waiting go back to the storage."""
 
 _WEIGHT = 0.2  # of the newest duration in the moving average: a few jobs move it
+_FORGET = 200 * _WEIGHT  # after 200 jobs alike the older mean weighs under 1e-19
 _CAP_PER_RUNNER = 9  # extra jobs per runner at most (concurrency 10 -> 90 extra)
 
 
@@ -50,10 +51,16 @@ class AdaptivePrefetch:
         self._mean: float | None = None  # nothing is known until a job has run
         self._extra = concurrency  # the first guess, once a job has run
 
-    def record(self, seconds: float) -> None:
-        """A runner spent ``seconds`` on one job (running it and storing its outcome)."""
+    def record(self, seconds: float, jobs: int = 1) -> None:
+        """A runner spent ``seconds`` on each of ``jobs`` jobs in a row (running it and
+        storing its outcome): as ``jobs`` calls for one job each, in one."""
         mean = self._mean
-        self._mean = seconds if mean is None else mean + _WEIGHT * (seconds - mean)
+        if mean is None or jobs * _WEIGHT >= _FORGET:
+            self._mean = seconds
+        elif jobs == 1:
+            self._mean = mean + _WEIGHT * (seconds - mean)
+        else:
+            self._mean = seconds + (1 - _WEIGHT) ** jobs * (mean - seconds)
 
     def batch_started(self, seconds: float) -> None:
         """The pool started the last job of its latest claim ``seconds`` after the claim."""

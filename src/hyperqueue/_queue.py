@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 import math
+import time
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -81,6 +82,10 @@ _MAX_KEY_LENGTH = 256
 _MAX_QUEUE_NAME = 200
 _NO_OPTIONS = JobOptions()
 _MAX_ATTEMPTS = 1_000_000  # a bound every storage can hold (SQLite integers are 64-bit)
+_LOOK_EVERY = 64
+"""Enqueues with no tracer between two looks for a global tracer provider (the first
+enqueue looks): a look reads ``os.environ`` through the API (about 1 us), and a provider
+set once stays set."""
 
 
 def _seconds(option: str, value: float | None, *, positive: bool = False) -> float | None:
@@ -215,8 +220,8 @@ class Queue:
         instrument: bool = True,
         metrics_interval: float = 15.0,
     ) -> None:
-        self.storage: Storage = storage if storage is not None else MemoryStorage()
-        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.storage = storage if storage is not None else MemoryStorage()
+        self.clock = clock if clock is not None else SystemClock()
         self.events = events if events is not None else EventBus()
         self.key_ttl = key_ttl
         self.tenant_limits: dict[str, int] = dict(tenant_limits or {})
@@ -254,12 +259,36 @@ class Queue:
         )
         """The OpenTelemetry instrumentation (see :mod:`hyperqueue._telemetry`)."""
         self._own_tracer = instrument and tracer_provider is not None
-        self._new_id = IdFactory()
+        self._untraced = _LOOK_EVERY - 1  # enqueues since a global tracer was looked for
+        self._new_id = IdFactory().new
         self._opened = False
         self._waiters: dict[str, list[Any]] = {}  # job id -> [event, number of waiters]
         self._workers: list[Worker] = []
         self._relay_scope: anyio.CancelScope | None = None
         self._stack: AsyncExitStack | None = None
+
+    @property
+    def clock(self) -> Clock:
+        """Where the queue's time comes from (see :class:`Clock`)."""
+        return self._clock
+
+    @clock.setter
+    def clock(self, clock: Clock) -> None:
+        self._clock = clock
+        # the system clock's now() is time.time(): called as it is, one frame less
+        self._now: Callable[[], float] = time.time if type(clock) is SystemClock else clock.now
+
+    @property
+    def storage(self) -> Storage:
+        """Where the jobs are; may be replaced before the queue is opened."""
+        return self._storage
+
+    @storage.setter
+    def storage(self, storage: Storage) -> None:
+        self._storage = storage
+        # exactly the memory storage (a subclass may override its enqueue): its enqueue
+        # of one job needs no coroutine
+        self._memory: MemoryStorage | None = storage if type(storage) is MemoryStorage else None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -539,39 +568,40 @@ class Queue:
         kwargs: dict[str, Any],
         options: JobOptions | None = None,
     ) -> Job:
-        now = self.clock.now()
+        now = self._now()
         if options is not None:
             job = self._build(task, args, kwargs, now, options)
         else:  # the common case, kept lean: the task's defaults, nothing to check
             stored_args, stored_kwargs = task.signature.check(args, kwargs)
-            job = Job(
+            job = replace(
+                task._template,
                 id=self._new_id(now),
-                task=task.name,
-                queue=task.queue,
-                priority=task.priority,
                 args=stored_args,
                 kwargs=stored_kwargs,
-                max_attempts=task.max_attempts,
-                max_rescues=task.max_rescues,
-                timeout=task.timeout,
                 created_at=now,
                 run_at=now,
             )
-        # no tracer: two attribute reads (the API's global provider, a given one)
-        if self._own_tracer or (
-            GLOBAL_PROVIDERS.configured() and GLOBAL_PROVIDERS.tracer is not None
-        ):
+        if self._own_tracer or GLOBAL_PROVIDERS.tracer is not None:
             tracer = self.telemetry.tracer()
             if tracer is not None:
                 return (await self._store_traced(tracer, [job], now))[0].job
+        else:  # no tracer: a count, and a look for a global provider now and then
+            self._untraced += 1
+            if self._untraced >= _LOOK_EVERY:
+                self._untraced = 0
+                GLOBAL_PROVIDERS.refresh()
         if not self._opened:
             await self.open()
-        stored = await self.storage.enqueue(
-            (job,), now=now, key_ttl=self.key_ttl, max_queued=self.tenant_quotas or None
-        )
-        if self.events.active and stored[0].id == job.id:  # not a key's earlier job
-            self.events.publish(JobEnqueued(at=now, job=stored[0]))
-        return stored[0]
+        memory = self._memory
+        if memory is not None:  # nothing to wait for: no coroutine
+            stored = memory._enqueue_one(job, now, self.key_ttl, self.tenant_quotas)
+        else:
+            [stored] = await self.storage.enqueue(
+                (job,), now=now, key_ttl=self.key_ttl, max_queued=self.tenant_quotas or None
+            )
+        if self.events.active and stored.id == job.id:  # not a key's earlier job
+            self.events.publish(JobEnqueued(at=now, job=stored))
+        return stored
 
     async def enqueue(
         self,

@@ -70,6 +70,7 @@ class Signature:
 
     __slots__ = (
         "_fast",
+        "_fast_most",
         "_names",
         "_optional",
         "_positional",
@@ -125,23 +126,29 @@ class Signature:
         types = [t for _, t, _ in fields]
         types += [t for t in (self._var_positional, self._var_keyword) if t is not None]
         self.convert_at_run = not all(_is_plain(t) for t in types)
-        self._fast = _fast_check(fields, positional, self._var_positional, self._var_keyword)
+        fast = _fast_check(fields, positional, self._var_positional, self._var_keyword)
+        self._fast = fast or ()
+        # the fast path takes from _required to _fast_most arguments (none: -1)
+        self._fast_most = -1 if fast is None else len(fast)
 
     def check(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Validate a call; return the arguments in the form storage keeps (JSON-like)."""
-        if not args and not kwargs and not self._required:
-            return (), {}
-        fast = self._fast
-        if fast is not None and not kwargs and self._required <= len(args) <= len(fast):
+        if not kwargs and self._required <= len(args) <= self._fast_most:
             # every parameter a plain scalar, passed by position: a type check per value
             # accepts exactly what msgspec would, anything else takes the full path
-            for i, value in enumerate(args):
+            # (an index, not zip() or enumerate(): building either costs more here)
+            fast = self._fast
+            i = 0
+            for value in args:
                 if type(value) not in fast[i]:
                     break
+                i += 1  # noqa: SIM113  (enumerate() costs more here)
             else:
                 return args if type(args) is tuple else tuple(args), {}
+        if not args and not kwargs and not self._required:
+            return (), {}
         try:
             args, kwargs = args_to_json_form(tuple(args), dict(kwargs) if kwargs else {})
         except TypeError as exc:

@@ -63,10 +63,15 @@ class Submission(JobOptions, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
 
 class Task(Generic[P, R]):
-    """An async function that a worker runs as a job. Calling it runs it directly."""
+    """An async function that a worker runs as a job. Calling it runs it directly.
+
+    Its options (``queue``, ``priority``, ``timeout``, ``retry``, ``max_rescues``) are
+    fixed when it is registered: each enqueue copies a job made from them then.
+    """
 
     __slots__ = (
         "_owner",
+        "_template",
         "breaker",
         "fn",
         "limit_key",
@@ -74,6 +79,7 @@ class Task(Generic[P, R]):
         "max_attempts",
         "max_rescues",
         "name",
+        "plain",
         "priority",
         "queue",
         "retry",
@@ -109,6 +115,20 @@ class Task(Generic[P, R]):
         self.retry = retry
         self.max_attempts = retry.attempts if retry is not None else 1
         self.signature = Signature(name, fn)
+        self.plain = limiter is None and breaker is None and not self.signature.convert_at_run
+        """Whether a run calls the function with the stored arguments and nothing
+        before it: no rate limit, no breaker, no argument to convert (decided once)."""
+        self._template = Job(
+            id="",
+            task=name,
+            queue=queue,
+            priority=priority,
+            max_attempts=self.max_attempts,
+            max_rescues=max_rescues,
+            timeout=timeout,
+        )
+        """A job with the task's options: an enqueue with no options of its own
+        replaces its id, arguments and times (cheaper than building every field)."""
 
     async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return await self.fn(*args, **kwargs)

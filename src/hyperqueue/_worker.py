@@ -64,6 +64,7 @@ _MODE_RECHECK = 0.25  # seconds between looks at a mode that stops workers claim
 _UNKNOWN_TASK_WAIT = 1.0  # a job of a task this pool dropped goes back for another worker
 _DEFAULT_RETRY = Retry(2)  # backoff for jobs given attempts by a template or the API
 
+_NONE_ENTERED: list[Any] = []  # the hooks entered around a run with none: never added to
 _COMPLETED = JobStatus.COMPLETED
 _FAILED = JobStatus.FAILED
 _PENDING = JobStatus.PENDING
@@ -89,11 +90,14 @@ class WorkerStats(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class _Runner:
-    __slots__ = ("job", "reason", "scope", "wake", "worker")
+    __slots__ = ("job", "reason", "scope", "started", "wake", "worker")
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
         self.job: Job | None = None
+        self.started: float | None = None
+        """When the running job's function was called, while that is not stored: it
+        goes with the job's outcome, or alone after ``_START_DELAY``."""
         self.reason: str | None = None
         self.scope: anyio.CancelScope | None = None
         self.wake: anyio.Event | None = None
@@ -186,11 +190,12 @@ class Worker:
         self._maintenance: anyio.CancelScope | None = None
         # outcomes of finished jobs not yet stored: flushed in batches, inline by a
         # runner about to claim, or by the flusher within one turn of the event loop
-        self._outcomes: list[tuple[Outcome, Job]] = []
+        self._outcomes: list[Outcome] = []
         self._flush_wanted: anyio.Event | None = None
+        self._flush_armed = False  # the flusher was woken and has not run yet
         self._storage_failures = 0
-        # jobs whose function was called and whose start is not stored yet: folded into
-        # their outcome when they end soon, else stored alone after _START_DELAY
+        # the starts of running jobs wait in their runners (``_Runner.started``); these
+        # are starts that failed to store while their job ended: its outcome takes them
         self._starts: dict[str, tuple[int, float]] = {}
         self._starts_wanted: anyio.Event | None = None
         self._start_flush_armed = False
@@ -366,25 +371,9 @@ class Worker:
 
     async def _serve(self, runner: _Runner) -> None:
         buffer = self._buffer
-        adaptive = self._adaptive
-        clock = self._queue.clock
-        began = 0.0
         while True:
             if buffer:
-                job = buffer.popleft()
-                if buffer and self._idle and not self._waking:
-                    self._wake_one()
-                if adaptive is not None:
-                    began = clock.now()
-                    if not buffer:  # the last job of the claim starts now
-                        adaptive.batch_started(began - self._claimed_at)
-                await self._execute(runner, job)
-                if not buffer:
-                    await self._flush()
-                else:
-                    self._want_flush()
-                if adaptive is not None:
-                    adaptive.record(clock.now() - began)
+                await self._execute(runner)
             elif self._stopping:
                 return
             elif self._claiming:
@@ -396,7 +385,6 @@ class Worker:
     async def _claim(self) -> None:
         queue = self._queue
         storage = queue.storage
-        clock = queue.clock
         listener = self._listener
         assert listener is not None
         self._claiming = True
@@ -410,7 +398,7 @@ class Worker:
                 extra = adaptive.extra if adaptive is not None else self.prefetch
                 assert isinstance(extra, int)
                 free = self.concurrency + extra - self._busy - len(self._buffer)
-                now = clock.now()
+                now = queue._now()
                 try:
                     jobs = await storage.claim(
                         self.queues,
@@ -434,7 +422,7 @@ class Worker:
                     self._buffer.extend(jobs)
                     self._claims += 1
                     if adaptive is not None:
-                        self._claimed_at = clock.now()
+                        self._claimed_at = queue._now()
                         if len(jobs) > len(self._idle) + 1:
                             self._hold()  # more than the idle runners take at once
                     return
@@ -502,120 +490,171 @@ class Worker:
         else:
             await _first(listener.wait, stop.wait, partial(clock.sleep, delay))
 
-    async def _execute(self, runner: _Runner, job: Job) -> None:
+    async def _execute(self, runner: _Runner) -> None:
+        """Run jobs from the buffer one after another until it is empty.
+
+        One coroutine for a run of jobs, not one per job: a job that never waits costs
+        the runner no await but its function's. Each job's outcome joins the others
+        waiting to be stored; the last of the run stores them (the flusher does if a
+        job waits meanwhile). The time of each job is taken once, before it starts:
+        its start (unless hooks or a step's inputs come in between) and, for adaptive
+        prefetch, the end of the job before it.
+        """
         queue = self._queue
-        task = queue.tasks.get(job.task)
-        self._busy += 1
-        runner.job = job
-        run: JobRun | None = None
-        entered: list[Any] = []
-        try:
-            hooks = self._wrap
-            if hooks:  # else no record is built and nothing is called
-                run = JobRun(job, self.name)
-                await enter_hooks(hooks, run, entered)
+        clock = queue.clock
+        now = queue._now  # clock.now, or time.time itself for the system clock
+        tasks = queue.tasks
+        events = queue.events
+        buffer = self._buffer
+        adaptive = self._adaptive
+        ran = 0
+        first = began = now()
+        while buffer:
+            job = buffer.popleft()
+            if buffer:
+                if self._idle and not self._waking:
+                    self._wake_one()
+            elif adaptive is not None:  # the last job of the claim starts now
+                adaptive.batch_started(began - self._claimed_at)
+            ran += 1
+            task = tasks.get(job.task)
+            self._busy += 1
+            runner.job = job
+            run: JobRun | None = None
+            entered: list[Any] = _NONE_ENTERED
             try:
-                if task is None:  # unregistered since the claim: leave it to another worker
-                    raise _Deferred(queue.clock.now() + _UNKNOWN_TASK_WAIT)
-                if job.step is not None and job.step.inputs:
-                    args, kwargs = await self._step_arguments(task, job)
-                elif task.signature.convert_at_run:
-                    args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
-                else:
-                    args, kwargs = job.args, job.kwargs
-                if task.limiter is not None:
-                    wait = self._rate_limited(task, args, kwargs)
-                    if wait is not None:
-                        raise _Deferred(wait)
-                breaker = task.breaker
-                if breaker is not None and not breaker.allow():
-                    raise _Deferred(breaker.refused_until())
-                started = queue.clock.now()
-                starts = self._starts
-                starts[job.id] = (job.token, started)
-                if not self._start_flush_armed:
-                    self._start_flush_armed = True
-                    assert self._starts_wanted is not None
-                    self._starts_wanted.set()
-                if queue.events.active:
-                    queue.events.publish(
-                        JobStarted(at=started, job=msgspec.structs.replace(job, started_at=started))
-                    )
+                hooks = self._wrap
+                if hooks:  # else no record is built and nothing is called
+                    run = JobRun(job, self.name)
+                    entered = []
+                    await enter_hooks(hooks, run, entered)
                 try:
-                    if job.timeout is None:
-                        result = await task.fn(*args, **kwargs)
+                    if task is None:  # unregistered since the claim: leave it to another
+                        raise _Deferred(now() + _UNKNOWN_TASK_WAIT)
+                    step = job.step
+                    if task.plain and step is None:  # decided once per task
+                        args, kwargs, breaker = job.args, job.kwargs, None
+                        started = began if run is None else now()
                     else:
-                        with queue.clock.cancel_after(job.timeout) as timer:
+                        args, kwargs = await self._arguments(task, job)
+                        breaker = task.breaker
+                        if breaker is not None and not breaker.allow():
+                            raise _Deferred(breaker.refused_until())
+                        started = now()
+                    runner.started = started
+                    if not self._start_flush_armed:
+                        self._start_flush_armed = True
+                        assert self._starts_wanted is not None
+                        self._starts_wanted.set()
+                    if events.active:
+                        events.publish(
+                            JobStarted(
+                                at=started, job=msgspec.structs.replace(job, started_at=started)
+                            )
+                        )
+                    try:
+                        if job.timeout is None:
                             result = await task.fn(*args, **kwargs)
-                        if timer.cancelled_caught:
-                            raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
-                except Exception as exc:
+                        else:
+                            with clock.cancel_after(job.timeout) as timer:
+                                result = await task.fn(*args, **kwargs)
+                            if timer.cancelled_caught:
+                                raise JobTimeout(f"job {job.id!r} timed out after {job.timeout} s")
+                    except Exception as exc:
+                        if breaker is not None:
+                            breaker.record_failure(exc)
+                        if run is not None:
+                            run.error = exc
+                        raise
+                    except BaseException:
+                        if breaker is not None:
+                            breaker.release()
+                        raise
                     if breaker is not None:
-                        breaker.record_failure(exc)
+                        breaker.record_success(duration=now() - started)
+                    if result is not None:
+                        result = to_json_form(result)
+                    policy = task.retry
+                    if (
+                        policy is not None
+                        and policy.on_result is not None
+                        and job.attempts < job.max_attempts
+                        and policy.retries_result(result)
+                    ):
+                        outcome = Outcome(
+                            id=job.id,
+                            token=job.token,
+                            status=_PENDING,
+                            result=result,
+                            error=f"result {result!r} asks for a retry",
+                            run_at=now() + policy.delay(job.attempts),
+                        )
+                    else:
+                        # the start goes with the outcome unless it was stored already
+                        started_at, runner.started = runner.started, None
+                        outcome = Outcome(
+                            id=job.id,
+                            token=job.token,
+                            status=_COMPLETED,
+                            result=result,
+                            started_at=started_at,
+                        )
+                except _Deferred as deferral:
+                    outcome = _released(job, run_at=deferral.run_at)
+                    self._counts["deferred"] += 1
+                except _BadInput as exc:  # retrying cannot change a parent's result
+                    outcome = Outcome(id=job.id, token=job.token, status=_FAILED, error=str(exc))
                     if run is not None:
                         run.error = exc
-                    raise
-                except BaseException:
-                    if breaker is not None:
-                        breaker.release()
-                    raise
-                if breaker is not None:
-                    breaker.record_success(duration=queue.clock.now() - started)
-                if result is not None:
-                    result = to_json_form(result)
-                policy = task.retry
-                if (
-                    policy is not None
-                    and policy.on_result is not None
-                    and job.attempts < job.max_attempts
-                    and policy.retries_result(result)
-                ):
-                    outcome = Outcome(
-                        id=job.id,
-                        token=job.token,
-                        status=_PENDING,
-                        result=result,
-                        error=f"result {result!r} asks for a retry",
-                        run_at=queue.clock.now() + policy.delay(job.attempts),
-                    )
-                else:
-                    outcome = Outcome(
-                        id=job.id,
-                        token=job.token,
-                        status=_COMPLETED,
-                        result=result,
-                        # the start goes with the outcome unless it was stored already
-                        started_at=started if starts.pop(job.id, None) is not None else None,
-                    )
-            except _Deferred as deferral:
-                outcome = _released(job, run_at=deferral.run_at)
-                self._counts["deferred"] += 1
-            except _BadInput as exc:  # retrying cannot change a parent's result
-                outcome = Outcome(id=job.id, token=job.token, status=_FAILED, error=str(exc))
+                except Exception as exc:
+                    outcome = self._failure(job, task, exc)
+                    if run is not None and run.error is None:
+                        run.error = exc
+                if runner.started is not None:  # ran, its start not stored: goes along
+                    outcome = msgspec.structs.replace(outcome, started_at=runner.started)
+                    runner.started = None
+                runner.job = None
+                self._outcomes.append(outcome)  # a list the flusher swaps: not kept
                 if run is not None:
-                    run.error = exc
-            except Exception as exc:
-                outcome = self._failure(job, task, exc)
-                if run is not None and run.error is None:
-                    run.error = exc
-            runner.job = None
-            self._outcomes.append((outcome, job))
-            if run is not None:
-                run.outcome = _outcome_name(outcome)
-                run.run_at = outcome.run_at
-                if entered:
-                    await exit_hooks(entered, run, run.error)
-        except BaseException as exc:  # cancelled (drain, lost lease, cancel) or a bug
-            if entered and run is not None and run.outcome is None:
-                run.outcome = "interrupted"
-                with anyio.CancelScope(shield=True):
-                    await exit_hooks(entered, run, exc)
-            raise
-        finally:
-            self._busy -= 1
-            if self._stopping and not self._busy:
-                assert self._drained is not None
-                self._drained.set()
+                    run.outcome = _outcome_name(outcome)
+                    run.run_at = outcome.run_at
+                    if entered:
+                        await exit_hooks(entered, run, run.error)
+            except BaseException as exc:  # cancelled (drain, lost lease, cancel) or a bug
+                if entered and run is not None and run.outcome is None:
+                    run.outcome = "interrupted"
+                    with anyio.CancelScope(shield=True):
+                        await exit_hooks(entered, run, exc)
+                raise
+            finally:
+                self._busy -= 1
+                if self._stopping and not self._busy:
+                    assert self._drained is not None
+                    self._drained.set()
+            if buffer:
+                if not self._flush_armed:
+                    self._want_flush()
+            else:
+                await self._flush()
+            began = now()  # this job's end, the next one's start
+        if adaptive is not None and ran:
+            adaptive.record((began - first) / ran, ran)
+
+    async def _arguments(self, task: Any, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The arguments of a job whose task is not plain (see :attr:`Task.plain`), or
+        of a workflow step; raises ``_Deferred`` when the task's rate limit says later."""
+        step = job.step
+        if step is not None and step.inputs:
+            args, kwargs = await self._step_arguments(task, job)
+        elif task.signature.convert_at_run:
+            args, kwargs = task.signature.call_arguments(job.args, job.kwargs)
+        else:
+            args, kwargs = job.args, job.kwargs
+        if task.limiter is not None:
+            wait = self._rate_limited(task, args, kwargs)
+            if wait is not None:
+                raise _Deferred(wait)
+        return args, kwargs
 
     async def _step_arguments(self, task: Any, job: Job) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """A workflow step's arguments with its parents' results filled in, checked
@@ -666,29 +705,31 @@ class Worker:
 
     async def _interrupted(self, runner: _Runner) -> None:
         """Settle the job whose runner scope was cancelled, by the reason recorded."""
-        job, reason = runner.job, runner.reason
-        runner.job = runner.reason = None
+        job, reason, started = runner.job, runner.reason, runner.started
+        runner.job = runner.reason = runner.started = None
         if job is None:  # the job ended just before the cancel landed
             return
         with anyio.CancelScope(shield=True):
             if reason == "drain":
-                await self._release([job])
+                await self._release([job], started_at=started)
             elif reason == "lost":
                 self._counts["lost"] += 1
             else:  # cancelled through the queue, which already stored and announced it
                 self._counts["cancelled"] += 1
 
-    async def _release(self, jobs: list[Job]) -> None:
-        """Hand claimed jobs back as pending without counting the attempt."""
+    async def _release(self, jobs: list[Job], *, started_at: float | None = None) -> None:
+        """Hand claimed jobs back as pending without counting the attempt (with the
+        start of the run a drain interrupted, if it was not stored)."""
         try:
-            await self._settle([(_released(job), job) for job in jobs])
+            await self._settle([_released(job, started_at=started_at) for job in jobs])
         except Exception:  # their leases run out and they are rescued instead
             _log.exception("handing back %d jobs failed", len(jobs))
 
     def _want_flush(self) -> None:
         wanted = self._flush_wanted
         assert wanted is not None
-        if not wanted.is_set():
+        if not self._flush_armed:
+            self._flush_armed = True
             wanted.set()
 
     async def _flush(self) -> bool:
@@ -715,29 +756,30 @@ class Worker:
         _log.exception("storage failed while %s (failure %d)", doing, self._storage_failures)
         await self._queue.clock.sleep(min(0.05 * 2 ** (self._storage_failures - 1), 5.0))
 
-    async def _settle(self, batch: Sequence[tuple[Outcome, Job]]) -> None:
+    async def _settle(self, outcomes: Sequence[Outcome]) -> None:
         """Store outcomes in one call, then announce what storage accepted."""
         queue = self._queue
-        now = queue.clock.now()
+        now = queue._now()
         starts = self._starts
-        if starts:
-            outcomes = []
-            for outcome, _ in batch:
+        if starts:  # starts that failed to store alone go with their outcome
+            merged = []
+            for outcome in outcomes:
                 start = starts.pop(outcome.id, None)
                 if start is not None and start[0] == outcome.token:
                     outcome = msgspec.structs.replace(outcome, started_at=start[1])
-                outcomes.append(outcome)
-        else:
-            outcomes = [outcome for outcome, _ in batch]
+                merged.append(outcome)
+            outcomes = merged
         stored = await queue.storage.finish(outcomes, now=now)
         events = queue.events
         counts = self._counts
+        waiters = queue._waiters
+        completed = 0
         for outcome, job in zip(outcomes, stored, strict=True):
             if job is None:  # fenced off: cancelled or re-claimed meanwhile
                 continue
             status = job.status
             if status is _COMPLETED:
-                counts["completed"] += 1
+                completed += 1
                 if events.active:
                     events.publish(JobCompleted(at=now, job=job))
             elif status is _PENDING:
@@ -752,8 +794,9 @@ class Worker:
                 counts["failed"] += 1
                 if events.active:
                     events.publish(JobFailed(at=now, job=job))
-            if queue._waiters:
+            if waiters:
                 queue._job_final(job)
+        counts["completed"] += completed
 
     # -- leases ----------------------------------------------------------------------
 
@@ -784,16 +827,29 @@ class Worker:
                 self._starts_wanted.set()
 
     async def _store_starts(self) -> bool:
-        starts = self._starts
-        if not starts:
+        """Store the starts of the jobs running now (and of any that failed to store)."""
+        held = [
+            (runner, runner.job, runner.started)
+            for runner in self._runners
+            if runner.started is not None and runner.job is not None
+        ]
+        leftover, self._starts = self._starts, {}
+        if not held and not leftover:
             return True
-        marks = [(job_id, token, at) for job_id, (token, at) in starts.items()]
-        starts.clear()
+        marks = [(job.id, job.token, at) for _, job, at in held]
+        marks += [(job_id, token, at) for job_id, (token, at) in leftover.items()]
+        for runner, _, _ in held:
+            runner.started = None
         try:
             await self._queue.storage.mark_started(marks)
         except Exception:
-            for job_id, token, at in marks:
-                starts.setdefault(job_id, (token, at))
+            for runner, job, at in held:
+                if runner.job is job and runner.started is None:
+                    runner.started = at  # still running: stored next time or at its end
+                else:  # ended meanwhile: its outcome, if not stored yet, takes it
+                    self._starts.setdefault(job.id, (job.token, at))
+            for job_id, (token, at) in leftover.items():
+                self._starts.setdefault(job_id, (token, at))
             _log.exception("storing the starts of %d jobs failed; retrying", len(marks))
             return False
         return True
@@ -805,6 +861,7 @@ class Worker:
             assert self._flush_wanted is not None
             await self._flush_wanted.wait()
             self._flush_wanted = anyio.Event()
+            self._flush_armed = False
             if await self._flush():
                 failures = 0
             else:
@@ -827,14 +884,14 @@ class Worker:
         queue = self._queue
         held = [runner.job for runner in self._runners if runner.job is not None]
         held += self._buffer
-        held += [job for _, job in self._outcomes]
-        if not held:
-            return
         leases = [(job.id, job.token) for job in held]
+        leases += [(outcome.id, outcome.token) for outcome in self._outcomes]
+        if not leases:
+            return
         kept = await queue.storage.extend(leases, now=queue.clock.now(), lease=self.lease)
-        for job, ok in zip(held, kept, strict=True):
+        for (job_id, _), ok in zip(leases, kept, strict=True):
             if not ok:
-                self._interrupt(job.id, "lost")
+                self._interrupt(job_id, "lost")
 
     async def _rescue(self) -> None:
         queue = self._queue
@@ -874,9 +931,16 @@ def _outcome_name(outcome: Outcome) -> RunOutcome:
     return "interrupted"
 
 
-def _released(job: Job, *, run_at: float | None = None) -> Outcome:
+def _released(job: Job, *, run_at: float | None = None, started_at: float | None = None) -> Outcome:
     """Back to pending without counting the attempt (drain, breaker, rate limit)."""
-    return Outcome(id=job.id, token=job.token, status=_PENDING, released=True, run_at=run_at)
+    return Outcome(
+        id=job.id,
+        token=job.token,
+        status=_PENDING,
+        released=True,
+        run_at=run_at,
+        started_at=started_at,
+    )
 
 
 class _BadInput(Exception):
