@@ -231,7 +231,22 @@ _V4: tuple[str, ...] = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+_V5: tuple[str, ...] = (
+    # Fair share between tenants (a claim takes every tenant's first due job before any
+    # tenant's second): the claim-order index gains the tenant after the priority, so a
+    # claim finds the tenants with pending jobs by one seek each and reads each
+    # tenant's due jobs as one range, however many the other tenants have waiting. The
+    # jobs without a tenant sort last in each priority (NULLS LAST): with no tenanted
+    # job pending, a claim reads their range as it read the old index, and the loose
+    # scan over the tenants stops where the range begins.
+    "DROP INDEX hq_jobs_order",
+    """
+    CREATE INDEX hq_jobs_order ON hq_jobs (priority, tenant, run_at, seq)
+        WHERE status = 'pending'
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 """Migration ``n`` (counting from 1) brings a database from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

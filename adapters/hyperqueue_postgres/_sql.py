@@ -132,24 +132,6 @@ claimed, and the late finish of whoever ran it is refused by its token (delivery
 at least once). Enqueues, finishes and every other write still wait for the flush, and
 flushing one of those flushes every earlier commit too."""
 
-_CLAIM = """
-WITH picked AS ({pick}),
-claimed AS (
-    UPDATE hq_jobs AS j SET status = 'running', attempts = j.attempts + 1,
-        token = j.token + 1, lease_until = $1, worker = $2
-    FROM picked WHERE j.id = picked.id AND j.status = 'pending'
-    RETURNING {columns}, j.seq
-),
-counted AS (
-    INSERT INTO hq_job_counts (queue, task, status, n)
-    SELECT c.queue, c.task, s.status, s.sign * count(*) FROM claimed AS c
-    CROSS JOIN (VALUES ('pending', -1), ('running', 1)) AS s(status, sign)
-    GROUP BY c.queue, c.task, s.status, s.sign
-)
-SELECT claimed.* FROM claimed, {quick}
-"""
-
-
 _NOT_PAUSED = "queue NOT IN (SELECT name FROM hq_paused_queues)"
 """Leaves out the jobs of paused queues (a hashed look-up of a table of a few rows)."""
 
@@ -169,19 +151,140 @@ def _due(queues: bool, tasks: bool, first: int) -> tuple[str, int]:
     return where, n
 
 
+# Fair share between tenants: a claim's order is (priority, k, run_at, seq), k a job's
+# place among the due jobs of its tenant and priority (jobs without a tenant are one
+# tenant). With no job of a tenant pending, that is (priority, run_at, seq): the FIFO
+# statement, gated on one probe of hq_jobs_tenant, claims then, and says when the probe
+# found such jobs so the caller runs the fair statement instead.
+# (A scalar subquery in the order of hq_jobs_tenant: an EXISTS would lose its ORDER BY
+# and could become a scan of the table whenever statistics say many rows match.)
+_TENANTED = """
+tenanted AS (
+    SELECT (
+        SELECT tenant FROM hq_jobs WHERE tenant IS NOT NULL AND status = 'pending'
+        ORDER BY tenant LIMIT 1
+    ) IS NOT NULL AS yes
+)"""
+
+_FIFO = """
+WITH {tenanted},
+picked AS (
+    SELECT id FROM hq_jobs WHERE {where} AND tenant IS NULL AND NOT (SELECT yes FROM tenanted)
+    ORDER BY priority, tenant, run_at, seq LIMIT ${limit} FOR UPDATE SKIP LOCKED
+),
+{claimed}
+SELECT claimed.*, tenanted.yes FROM tenanted CROSS JOIN {quick} LEFT JOIN claimed ON true
+"""
+
+# The fair statement. ``lines`` finds the tenants with pending jobs per priority by a
+# loose scan of hq_jobs_order (one seek per tenant: NULLs sort last, so the scan stops
+# where the jobs without a tenant begin); the jobs without a tenant are one more line
+# per priority. A line's due jobs come with their place k (tenants at their running cap
+# are left out), and ``c`` numbers a capped tenant's jobs in claim order, so it takes
+# no more than its free slots. With L lines, the first :limit jobs in claim order take
+# about :limit / L from each line when the lines are long: ``few`` reads that many
+# (m) plus one more per line, the witness that the line goes on. If no witness is among
+# the first :limit, they are exact; else ``many`` reads :limit per line (always
+# enough) instead. The first :limit in claim order that no other claimer holds are
+# taken. The cost grows with the lines (tenants) and the claim's size, not with how
+# many jobs each tenant has waiting.
+_FAIR = """
+WITH RECURSIVE lines(r, tenant) AS (
+    SELECT r, (SELECT j.tenant FROM hq_jobs AS j WHERE j.status = 'pending' AND j.priority = r
+        ORDER BY j.tenant LIMIT 1)
+    FROM generate_series(0, 3) AS r
+    UNION ALL
+    SELECT l.r, (SELECT j.tenant FROM hq_jobs AS j WHERE j.status = 'pending'
+        AND j.priority = l.r AND j.tenant > l.tenant ORDER BY j.tenant LIMIT 1)
+    FROM lines AS l WHERE l.tenant IS NOT NULL
+),
+open_lines AS (
+    SELECT l.r, l.tenant, f.ord, f.free FROM lines AS l
+    LEFT JOIN unnest(${capped}::text[], ${free}::bigint[]) WITH ORDINALITY AS f(tenant, free, ord)
+        ON f.tenant = l.tenant
+    WHERE l.tenant IS NOT NULL AND (f.free IS NULL OR f.free > 0)
+),
+sizing AS (SELECT (${limit} + count(*)) / (count(*) + 1) + 1 AS m FROM open_lines),
+few AS ({few}),
+few_ranked AS (
+    SELECT *, row_number() OVER (PARTITION BY ord ORDER BY priority, k, run_at, seq) AS c,
+        k = (SELECT m FROM sizing) AS witness
+    FROM few
+),
+exact AS (
+    SELECT NOT EXISTS (
+        SELECT 1 FROM (
+            SELECT witness FROM few_ranked WHERE free IS NULL OR c <= free
+            ORDER BY priority, k, run_at, seq LIMIT ${limit}
+        ) AS first WHERE witness
+    ) AS yes
+),
+many AS ({many}),
+candidates AS (
+    SELECT id, priority, k, run_at, seq FROM few_ranked
+    WHERE (SELECT yes FROM exact) AND NOT witness AND (free IS NULL OR c <= free)
+    UNION ALL
+    SELECT id, priority, k, run_at, seq FROM (
+        SELECT *, row_number() OVER (PARTITION BY ord ORDER BY priority, k, run_at, seq) AS c
+        FROM many
+    ) AS ranked WHERE free IS NULL OR c <= free
+),
+picked AS (
+    SELECT j.id FROM (SELECT * FROM candidates ORDER BY priority, k, run_at, seq) AS r
+    CROSS JOIN LATERAL (
+        SELECT id FROM hq_jobs WHERE id = r.id AND status = 'pending' FOR UPDATE SKIP LOCKED
+    ) AS j
+    ORDER BY r.priority, r.k, r.run_at, r.seq LIMIT ${limit}
+),
+{claimed}
+SELECT claimed.* FROM claimed, {quick}
+"""
+
+# Each line's first ``size`` due jobs with their place k, when ``gate`` holds.
+_LINE_JOBS = """
+    SELECT d.*, l.r AS priority, l.ord, l.free FROM open_lines AS l CROSS JOIN LATERAL (
+        SELECT id, run_at, seq, row_number() OVER (ORDER BY run_at, seq) AS k FROM hq_jobs
+        WHERE {where} AND priority = l.r AND tenant = l.tenant
+        ORDER BY run_at, seq LIMIT {size}
+    ) AS d WHERE {gate}
+    UNION ALL
+    SELECT d.*, r, NULL, NULL FROM generate_series(0, 3) AS r CROSS JOIN LATERAL (
+        SELECT id, run_at, seq, row_number() OVER (ORDER BY tenant, run_at, seq) AS k
+        FROM hq_jobs WHERE {where} AND priority = r AND tenant IS NULL
+        ORDER BY tenant, run_at, seq LIMIT {size}
+    ) AS d WHERE {gate}
+"""
+
+_CLAIMED = """claimed AS (
+    UPDATE hq_jobs AS j SET status = 'running', attempts = j.attempts + 1,
+        token = j.token + 1, lease_until = $1, worker = $2
+    FROM picked WHERE j.id = picked.id AND j.status = 'pending'
+    RETURNING {columns}, j.seq
+),
+counted AS (
+    INSERT INTO hq_job_counts (queue, task, status, n)
+    SELECT c.queue, c.task, s.status, s.sign * count(*) FROM claimed AS c
+    CROSS JOIN (VALUES ('pending', -1), ('running', 1)) AS s(status, sign)
+    GROUP BY c.queue, c.task, s.status, s.sign
+)"""
+
+
 @lru_cache(maxsize=32)
-def _claim_sql(queues: bool, tasks: bool) -> str:
+def _claim_sql(queues: bool, tasks: bool, fair: bool) -> str:
+    """A claim statement: $1 lease until, $2 worker, $3 now, then the queues and tasks
+    if filtered, the limit and, in the fair statement, the capped tenants and their
+    free slots (two arrays)."""
     where, n = _due(queues, tasks, 3)
-    pick = (
-        f"SELECT id FROM hq_jobs WHERE {where} ORDER BY priority, run_at, seq "
-        f"LIMIT ${n} FOR UPDATE SKIP LOCKED"
+    claimed = _CLAIMED.format(columns=prefixed("j"))
+    if fair:
+        few = _LINE_JOBS.format(where=where, size="(SELECT m FROM sizing)", gate="true")
+        many = _LINE_JOBS.format(where=where, size=f"${n}", gate="NOT (SELECT yes FROM exact)")
+        return _FAIR.format(
+            limit=n, capped=n + 1, free=n + 2, few=few, many=many, claimed=claimed, quick=_QUICK
+        )
+    return _FIFO.format(
+        tenanted=_TENANTED.strip(), where=where, limit=n, claimed=claimed, quick=_QUICK
     )
-    return _CLAIM.format(pick=pick, columns=prefixed("j"), quick=_QUICK)
-
-
-_CLAIM_IDS = _CLAIM.format(
-    pick="SELECT unnest($3::text[]) AS id", columns=prefixed("j"), quick=_QUICK
-)
 
 
 def _filters(queues: Sequence[str] | None, tasks: Sequence[str] | None) -> list[Any]:
@@ -203,14 +306,45 @@ async def claim(
     tasks: Sequence[str] | None,
 ) -> list[Job]:
     """Claim in one statement (its own transaction): lock up to ``limit`` due jobs in
-    claim order, skipping rows another claimer holds, mark them running, count."""
-    sql = _claim_sql(queues is not None, tasks is not None)
-    rows = await conn.fetch(sql, now + lease, worker, now, *_filters(queues, tasks), limit)
-    return _in_claim_order(rows)
+    claim order, skipping rows another claimer holds, mark them running, count. While
+    jobs of tenants are pending, the FIFO statement claims nothing and says so; then
+    the fair statement claims (a second round trip)."""
+    return await _claim(conn, queues, limit, now, lease, worker, tasks, {})
+
+
+async def _claim(
+    conn: Any,
+    queues: Sequence[str] | None,
+    limit: int,
+    now: float,
+    lease: float,
+    worker: str,
+    tasks: Sequence[str] | None,
+    free: Mapping[str, int],
+) -> list[Job]:
+    args = (now + lease, worker, now, *_filters(queues, tasks), limit)
+    rows = await conn.fetch(_claim_sql(queues is not None, tasks is not None, False), *args)
+    if not rows[-1][-1]:  # no job of a tenant pending: claimed in FIFO order
+        return _in_claim_order([row for row in rows if row[0] is not None])
+    sql = _claim_sql(queues is not None, tasks is not None, True)
+    return _in_claim_order(await conn.fetch(sql, *args, list(free), list(free.values())))
 
 
 def _in_claim_order(rows: Sequence[Any]) -> list[Job]:
+    """Claimed rows in claim order: (priority, k, run_at, seq), k a job's place in its
+    tenant's line. A claim takes a prefix of every line, so a row's place among the
+    claimed rows of its tenant and priority is its k; with no tenant among them, k is
+    the place among all rows of its priority, and the order is (priority, run_at, seq)."""
     ordered = sorted(rows, key=lambda row: (row[4], row[17], row[_SEQ]))
+    if any(row[14] is not None for row in ordered):
+        taken: dict[tuple[int, str | None], int] = {}
+        keys: dict[int, tuple[int, int, float, int]] = {}
+        for row in ordered:
+            line = (row[4], row[14])
+            k = taken.get(line, 0)
+            taken[line] = k + 1
+            keys[row[_SEQ]] = (row[4], k, row[17], row[_SEQ])
+        ordered.sort(key=lambda row: keys[row[_SEQ]])
     return [job_from_row(row) for row in ordered]
 
 
@@ -226,7 +360,7 @@ async def claim_capped(
 ) -> list[Job]:
     """A claim that keeps each capped tenant under its running cap. The tenants' locks
     make claims for one tenant count one after the other, in every process; tenants at
-    their cap are left out of the scan, the others get at most their free slots."""
+    their cap are left out of the claim, the others take at most their free slots."""
     conn = tx.conn
     names = sorted(max_running)
     await lock_names(conn, TENANT_RUNNING_LOCK, names)
@@ -237,27 +371,7 @@ async def claim_capped(
     )
     running = {row[0]: row[1] for row in rows}
     free = {t: max(cap - running.get(t, 0), 0) for t, cap in max_running.items()}
-    full = [t for t, n in free.items() if n == 0]
-    where, n = _due(queues is not None, tasks is not None, 1)
-    sql = (
-        f"SELECT id, tenant FROM hq_jobs WHERE {where} "
-        f"AND (tenant IS NULL OR NOT tenant = ANY(${n}::text[])) "
-        f"ORDER BY priority, run_at, seq LIMIT ${n + 1} FOR UPDATE SKIP LOCKED"
-    )
-    # room to skip jobs of tenants with few free slots
-    candidates = await conn.fetch(sql, now, *_filters(queues, tasks), full, limit * 4)
-    chosen: list[str] = []
-    for job_id, tenant in candidates:
-        if len(chosen) >= limit:
-            break
-        if tenant is not None and tenant in free:
-            if free[tenant] <= 0:
-                continue
-            free[tenant] -= 1
-        chosen.append(job_id)
-    if not chosen:
-        return []
-    return _in_claim_order(await conn.fetch(_CLAIM_IDS, now + lease, worker, chosen))
+    return await _claim(conn, queues, limit, now, lease, worker, tasks, free)
 
 
 # -- fenced single statements --------------------------------------------------------

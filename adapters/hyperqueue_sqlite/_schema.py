@@ -284,7 +284,20 @@ _V6 = (
     """,
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V7 = (
+    # Fair share between tenants (a claim takes every tenant's first due job before any
+    # tenant's second): the claim index gains the tenant after the priority, so one
+    # tenant's due jobs are one range, found by a seek per tenant however long the
+    # other tenants' lines are. Jobs without a tenant (NULL) are the first range: with
+    # no tenanted job pending a claim reads it as it read the old index.
+    "DROP INDEX jobs_ready",
+    """
+    CREATE INDEX jobs_ready ON jobs (queue, task, priority, tenant, run_at, seq)
+        WHERE status = 'pending'
+    """,
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 """Migration ``n`` (counting from 1) brings a file from version ``n - 1`` to ``n``."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

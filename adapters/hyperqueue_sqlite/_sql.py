@@ -31,6 +31,7 @@ from hyperqueue import (
     transitions,
 )
 
+from . import _fair
 from ._driver import Connection
 from ._rows import (
     COLUMNS,
@@ -234,9 +235,24 @@ _CLAIM = (
 )
 
 
+# Jobs without a tenant are the first range of each (queue, task, priority) in the
+# jobs_ready index, in (run_at, seq) order: while no job with a tenant is pending,
+# claims and the look for the next due job read that range only, as a FIFO.
+_UNTENANTED = " AND tenant IS NULL"
+
+
 @lru_cache(maxsize=128)
 def _claim_sql(pairs: int) -> str:
-    return _CLAIM.format(pick=_pick_sql(pairs, ""), columns=COLUMNS)
+    """The claim while no job with a tenant is pending (else see _fair)."""
+    return _CLAIM.format(pick=_pick_sql(pairs, _UNTENANTED), columns=COLUMNS)
+
+
+# Whether a job with a tenant is pending: one probe of the jobs_tenant index (the
+# repeated status term lets SQLite see that the index's condition holds).
+_TENANTED = (
+    "SELECT EXISTS (SELECT 1 FROM jobs WHERE tenant IS NOT NULL "
+    "AND status IN ('pending', 'running') AND status = 'pending')"
+)
 
 
 _PENDING_PAIRS = (
@@ -282,13 +298,13 @@ def claim(
         return []
     params = _pair_params(pairs)
     params.update(now=now, until=now + lease, worker=worker, limit=limit)
-    if max_running:
-        rows = _claim_capped(conn, pairs, params, max_running)
-    else:
+    if conn.execute(_TENANTED).fetchone()[0]:
+        rows = _claim_fair(conn, len(pairs), params, _free_slots(conn, max_running))
+    else:  # caps only hold jobs with a tenant back: there are none to claim
         rows = conn.execute(_claim_sql(len(pairs)), params).fetchall()
+        rows.sort(key=_claim_order)
     if not rows:
         return []
-    rows.sort(key=_claim_order)
     jobs = [job_from_row(row) for row in rows]
     for job in jobs:
         tx.moved(job, "pending", "running")
@@ -296,15 +312,30 @@ def claim(
     return jobs
 
 
-def _claim_capped(
-    conn: Connection,
-    pairs: Sequence[tuple[str, str]],
-    params: dict[str, Any],
-    max_running: Mapping[str, int],
+def _claim_fair(
+    conn: Connection, pairs: int, params: dict[str, Any], free: Mapping[str, int]
 ) -> list[Any]:
-    """A claim that keeps each capped tenant under its running cap: tenants at their cap
-    are left out of the scan, the others get at most their free slots (counted inside
-    this write transaction, so every process sees the same figures)."""
+    """Claim the jobs fair share picks (see _fair), returning their rows in its order."""
+    chosen = _fair.pick(conn, pairs, params, free)
+    if not chosen:
+        return []
+    marks = ", ".join("?" * len(chosen))
+    sql = (
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+        f"lease_until = ?, worker = ? WHERE seq IN ({marks}) AND status = 'pending' "
+        f"RETURNING {COLUMNS}, seq"
+    )
+    rows = conn.execute(sql, (params["until"], params["worker"], *chosen)).fetchall()
+    place = {seq: n for n, seq in enumerate(chosen)}
+    rows.sort(key=lambda row: place[row[_SEQ]])
+    return rows
+
+
+def _free_slots(conn: Connection, max_running: Mapping[str, int] | None) -> dict[str, int]:
+    """The free running slots of each capped tenant, counted inside this write
+    transaction, so every process sees the same figures."""
+    if not max_running:
+        return {}
     names = list(max_running)
     marks = ", ".join("?" * len(names))
     running = dict(
@@ -314,36 +345,7 @@ def _claim_capped(
             names,
         ).fetchall()
     )
-    free = {t: max(cap - running.get(t, 0), 0) for t, cap in max_running.items()}
-    full = [t for t, n in free.items() if n == 0]
-    where = ""
-    local = dict(params)
-    if full:
-        where = " AND (tenant IS NULL OR tenant NOT IN ({}))".format(
-            ", ".join(f":x{i}" for i in range(len(full)))
-        )
-        local.update({f"x{i}": t for i, t in enumerate(full)})
-    limit = params["limit"]
-    local["limit"] = limit * 4  # room to skip jobs of tenants with few free slots
-    pick = _pick_sql(len(pairs), where, "seq, tenant")
-    chosen: list[int] = []
-    for seq, tenant in conn.execute(pick, local).fetchall():
-        if len(chosen) >= limit:
-            break
-        if tenant is not None and tenant in free:
-            if free[tenant] <= 0:
-                continue
-            free[tenant] -= 1
-        chosen.append(seq)
-    if not chosen:
-        return []
-    marks = ", ".join("?" * len(chosen))
-    sql = (
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-        f"lease_until = ?, worker = ? WHERE seq IN ({marks}) AND status = 'pending' "
-        f"RETURNING {COLUMNS}, seq"
-    )
-    return conn.execute(sql, (params["until"], params["worker"], *chosen)).fetchall()
+    return {t: max(cap - running.get(t, 0), 0) for t, cap in max_running.items()}
 
 
 def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, int]:
@@ -703,8 +705,9 @@ def backlog(conn: Connection) -> list[TaskBacklog]:
         "SELECT queue, task, n FROM task_counts WHERE status = 'pending' AND n > 0 "
         "ORDER BY queue, task"
     ).fetchall()
+    sql = _next_run_sql(1, bool(rows) and conn.execute(_TENANTED).fetchone()[0] == 1)
     for queue, task, n in rows:
-        oldest = conn.execute(_next_run_sql(1), {"q0": queue, "t0": task}).fetchone()[0]
+        oldest = conn.execute(sql, {"q0": queue, "t0": task}).fetchone()[0]
         out.append(TaskBacklog(queue=queue, task=task, pending=n, oldest_run_at=oldest))
     return out
 
@@ -739,17 +742,26 @@ def counts(conn: Connection) -> list[tuple[str, str, int]]:
     ).fetchall()
 
 
-@lru_cache(maxsize=64)
-def _next_run_sql(pairs: int) -> str:
+@lru_cache(maxsize=128)
+def _next_run_sql(pairs: int, tenanted: bool) -> str:
+    """The earliest run_at of the pending jobs of ``pairs`` (queue, task) pairs: a seek
+    per pair and priority, and with jobs of tenants pending, per tenant as well."""
+    if tenanted:
+        return (
+            f"{_fair.lines_sql(pairs)}SELECT min((SELECT d.run_at FROM jobs AS d "
+            "WHERE d.status = 'pending' AND d.queue = l.q AND d.task = l.t "
+            "AND d.priority = l.r AND d.tenant IS l.tenant ORDER BY d.run_at LIMIT 1)) "
+            "FROM lines AS l"
+        )
     if pairs * 4 > _MAX_PARTS:
         names = ", ".join(f"(:q{i}, :t{i})" for i in range(pairs))
         return (
             "SELECT min(run_at) FROM jobs WHERE status = 'pending' "
-            f"AND (queue, task) IN (VALUES {names})"
+            f"AND (queue, task) IN (VALUES {names}){_UNTENANTED}"
         )
     parts = [
         "SELECT min(run_at) AS m FROM jobs WHERE status = 'pending' "
-        f"AND queue = :q{i} AND task = :t{i} AND priority = {rank}"
+        f"AND queue = :q{i} AND task = :t{i} AND priority = {rank}{_UNTENANTED}"
         for i in range(pairs)
         for rank in range(4)
     ]
@@ -762,7 +774,8 @@ def next_run_at(
     pairs = pending_pairs(conn, queues, tasks)
     if not pairs:
         return None
-    value: float | None = conn.execute(_next_run_sql(len(pairs)), _pair_params(pairs)).fetchone()[0]
+    sql = _next_run_sql(len(pairs), conn.execute(_TENANTED).fetchone()[0] == 1)
+    value: float | None = conn.execute(sql, _pair_params(pairs)).fetchone()[0]
     return value
 
 

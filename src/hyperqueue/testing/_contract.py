@@ -19,6 +19,7 @@ from hyperqueue._ids import IdFactory
 from hyperqueue._models import Job, JobStatus, Outcome, Priority, WorkerInfo
 from hyperqueue.abc import Storage
 
+from ._contract_fairness import FairShareContract
 from ._contract_pause import PauseContract
 from ._contract_schedules import ScheduleContract
 from ._contract_search import SearchContract
@@ -59,7 +60,9 @@ async def _claim(
     return await storage.claim(queues, limit=limit, now=now, lease=LEASE, worker=worker)
 
 
-class StorageContract(ScheduleContract, WorkflowContract, SearchContract, PauseContract):
+class StorageContract(
+    ScheduleContract, WorkflowContract, SearchContract, PauseContract, FairShareContract
+):
     """Tests that pin the Storage protocol; see the module docstring."""
 
     @pytest.fixture
