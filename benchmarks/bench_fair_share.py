@@ -1,8 +1,11 @@
 """Claims under fair share between tenants: their cost against the FIFO claim, per backend.
 
-A claim takes every tenant's first due job before any tenant's second (see the tenants
-guide). Its cost must grow with the tenants and the claim's size, never with how many
-jobs each tenant has waiting. For each backend (memory, SQLite, and PostgreSQL when
+Tenants take turns by their running jobs: a claim's order is (priority, k, run_at, seq),
+k the tenant's running jobs plus the job's place in its tenant's line (see "Fair share
+between tenants" in the workers guide). The claims here run on without finishing, so
+every tenant's running count grows as the claims go. Its cost must grow with the
+tenants, their running jobs and the claim's size, never with how many jobs each tenant
+has waiting. For each backend (memory, SQLite, and PostgreSQL when
 ``--dsn`` reaches a server), on a fresh storage each time, it times claims of 10 (the
 median of ``--claims`` claims after the first, and the first alone):
 

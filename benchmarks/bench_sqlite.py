@@ -83,7 +83,7 @@ def raw_sqlite(n: int, per_tx: int) -> float:
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
             "started_at = ?, lease_until = ?, worker = 'w' WHERE seq IN (SELECT seq FROM jobs "
             "WHERE status = 'pending' AND queue = 'default' AND task = 'noop' AND priority = 2 "
-            "AND run_at <= ? "
+            "AND tenant IS NULL AND run_at <= ? "
             f"ORDER BY run_at, seq LIMIT ?) RETURNING {COLUMNS}"
         )
         done = (

@@ -232,8 +232,8 @@ _V4: tuple[str, ...] = (
 )
 
 _V5: tuple[str, ...] = (
-    # Fair share between tenants (a claim takes every tenant's first due job before any
-    # tenant's second): the claim-order index gains the tenant after the priority, so a
+    # Fair share between tenants (a claim takes turns between tenants, by their running
+    # jobs): the claim-order index gains the tenant after the priority, so a
     # claim finds the tenants with pending jobs by one seek each and reads each
     # tenant's due jobs as one range, however many the other tenants have waiting. The
     # jobs without a tenant sort last in each priority (NULLS LAST): with no tenanted
@@ -243,6 +243,15 @@ _V5: tuple[str, ...] = (
     """
     CREATE INDEX hq_jobs_order ON hq_jobs (priority, tenant, run_at, seq)
         WHERE status = 'pending'
+    """,
+    # A fair claim starts each tenant's turns at its running jobs: with the status
+    # first, the running jobs of every tenant are one range of this index (as long as
+    # the workers are busy, not as long as the backlog), and a tenant's pending or
+    # running jobs (caps, quotas) are still one range each.
+    "DROP INDEX hq_jobs_tenant",
+    """
+    CREATE INDEX hq_jobs_tenant ON hq_jobs (status, tenant)
+        WHERE tenant IS NOT NULL AND status IN ('pending', 'running')
     """,
 )
 

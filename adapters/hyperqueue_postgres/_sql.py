@@ -151,11 +151,12 @@ def _due(queues: bool, tasks: bool, first: int) -> tuple[str, int]:
     return where, n
 
 
-# Fair share between tenants: a claim's order is (priority, k, run_at, seq), k a job's
-# place among the due jobs of its tenant and priority (jobs without a tenant are one
-# tenant). With no job of a tenant pending, that is (priority, run_at, seq): the FIFO
-# statement, gated on one probe of hq_jobs_tenant, claims then, and says when the probe
-# found such jobs so the caller runs the fair statement instead.
+# Fair share between tenants: a claim's order is (priority, k, run_at, seq), k the
+# tenant's running jobs plus the job's place among the due jobs of its tenant and
+# priority (jobs without a tenant are one tenant). With no job of a tenant pending, that
+# is (priority, run_at, seq): the FIFO statement, gated on one probe of hq_jobs_tenant,
+# claims then, and says when the probe found such jobs so the caller runs the fair
+# statement instead.
 # (A scalar subquery in the order of hq_jobs_tenant: an EXISTS would lose its ORDER BY
 # and could become a scan of the table whenever statistics say many rows match.)
 _TENANTED = """
@@ -178,37 +179,63 @@ SELECT claimed.*, tenanted.yes FROM tenanted CROSS JOIN {quick} LEFT JOIN claime
 
 # The fair statement. ``lines`` finds the tenants with pending jobs per priority by a
 # loose scan of hq_jobs_order (one seek per tenant: NULLs sort last, so the scan stops
-# where the jobs without a tenant begin); the jobs without a tenant are one more line
-# per priority. A line's due jobs come with their place k (tenants at their running cap
-# are left out), and ``c`` numbers a capped tenant's jobs in claim order, so it takes
-# no more than its free slots. With L lines, the first :limit jobs in claim order take
-# about :limit / L from each line when the lines are long: ``few`` reads that many
-# (m) plus one more per line, the witness that the line goes on. If no witness is among
-# the first :limit, they are exact; else ``many`` reads :limit per line (always
-# enough) instead. The first :limit in claim order that no other claimer holds are
-# taken. The cost grows with the lines (tenants) and the claim's size, not with how
-# many jobs each tenant has waiting.
+# where the jobs without a tenant begin; its ORDER BY names the whole index order, so
+# the planner does not walk hq_jobs_tenant instead, over other priorities' jobs); the
+# jobs without a tenant are one more line per priority where they have pending jobs.
+# A line's k starts at its ``base``: the tenant's running jobs (``running``, one pass
+# over the running jobs with a tenant: as many as the workers hold, not the backlog),
+# and for the jobs without a tenant, all running jobs (the sum of hq_job_counts, a few
+# hundred rows between folds) less those. Tenants at their running cap are left out,
+# and ``c`` numbers a capped tenant's jobs in claim order, so it takes no more than its
+# free slots. If the lines are long, the first :limit jobs in claim order fill them up
+# to the lowest level (k) where they hold :limit jobs (``levels``, per priority; with
+# the i lowest bases b, the level is the least of (limit + b_1 + ... + b_i) / i - 1,
+# rounded up): ``few`` reads that many of each line plus one more, the witness that the
+# line goes on. If no witness is among the first :limit, they are exact; else ``many``
+# reads :limit per line (always enough) instead. The first :limit in claim order that
+# no other claimer holds are taken. The cost grows with the lines (tenants), their
+# running jobs and the claim's size, not with how many jobs each tenant has waiting.
 _FAIR = """
 WITH RECURSIVE lines(r, tenant) AS (
     SELECT r, (SELECT j.tenant FROM hq_jobs AS j WHERE j.status = 'pending' AND j.priority = r
-        ORDER BY j.tenant LIMIT 1)
+        ORDER BY j.tenant, j.run_at, j.seq LIMIT 1)
     FROM generate_series(0, 3) AS r
     UNION ALL
     SELECT l.r, (SELECT j.tenant FROM hq_jobs AS j WHERE j.status = 'pending'
-        AND j.priority = l.r AND j.tenant > l.tenant ORDER BY j.tenant LIMIT 1)
+        AND j.priority = l.r AND j.tenant > l.tenant ORDER BY j.tenant, j.run_at, j.seq LIMIT 1)
     FROM lines AS l WHERE l.tenant IS NOT NULL
 ),
-open_lines AS (
-    SELECT l.r, l.tenant, f.ord, f.free FROM lines AS l
+running AS (
+    SELECT tenant, count(*) AS n FROM hq_jobs
+    WHERE status = 'running' AND tenant IS NOT NULL GROUP BY tenant
+),
+all_lines AS (
+    SELECT l.r, l.tenant, f.ord, f.free, coalesce(c.n, 0) AS base FROM lines AS l
     LEFT JOIN unnest(${capped}::text[], ${free}::bigint[]) WITH ORDINALITY AS f(tenant, free, ord)
         ON f.tenant = l.tenant
+    LEFT JOIN running AS c ON c.tenant = l.tenant
     WHERE l.tenant IS NOT NULL AND (f.free IS NULL OR f.free > 0)
+    UNION ALL
+    SELECT r, NULL, NULL, NULL,
+        (SELECT coalesce(sum(n), 0) FROM hq_job_counts WHERE status = 'running')
+        - (SELECT coalesce(sum(n), 0) FROM running)
+    FROM generate_series(0, 3) AS r WHERE EXISTS (
+        SELECT 1 FROM hq_jobs WHERE status = 'pending' AND priority = r AND tenant IS NULL
+    )
 ),
-sizing AS (SELECT (${limit} + count(*)) / (count(*) + 1) + 1 AS m FROM open_lines),
+levels AS (
+    SELECT r, min((${limit} + total + i - 1) / i - 1) AS level FROM (
+        SELECT r, row_number() OVER w AS i, sum(base) OVER w AS total FROM all_lines
+        WINDOW w AS (PARTITION BY r ORDER BY base ROWS UNBOUNDED PRECEDING)
+    ) AS s GROUP BY r
+),
+open_lines AS (
+    SELECT a.*, least(greatest(v.level - a.base + 1, 0), ${limit}) + 1 AS size
+    FROM all_lines AS a JOIN levels AS v ON v.r = a.r
+),
 few AS ({few}),
 few_ranked AS (
-    SELECT *, row_number() OVER (PARTITION BY ord ORDER BY priority, k, run_at, seq) AS c,
-        k = (SELECT m FROM sizing) AS witness
+    SELECT *, row_number() OVER (PARTITION BY ord ORDER BY priority, k, run_at, seq) AS c
     FROM few
 ),
 exact AS (
@@ -230,29 +257,33 @@ candidates AS (
     ) AS ranked WHERE free IS NULL OR c <= free
 ),
 picked AS (
-    SELECT j.id FROM (SELECT * FROM candidates ORDER BY priority, k, run_at, seq) AS r
+    SELECT j.id, r.k FROM (SELECT * FROM candidates ORDER BY priority, k, run_at, seq) AS r
     CROSS JOIN LATERAL (
         SELECT id FROM hq_jobs WHERE id = r.id AND status = 'pending' FOR UPDATE SKIP LOCKED
     ) AS j
     ORDER BY r.priority, r.k, r.run_at, r.seq LIMIT ${limit}
 ),
 {claimed}
-SELECT claimed.* FROM claimed, {quick}
+SELECT claimed.*, picked.k FROM claimed JOIN picked ON picked.id = claimed.id, {quick}
 """
 
-# Each line's first ``size`` due jobs with their place k, when ``gate`` holds.
+# Each line's first ``size`` due jobs with their k, and whether the job is the line's
+# witness (its last one read, when ``witness``), if ``gate`` holds.
 _LINE_JOBS = """
-    SELECT d.*, l.r AS priority, l.ord, l.free FROM open_lines AS l CROSS JOIN LATERAL (
-        SELECT id, run_at, seq, row_number() OVER (ORDER BY run_at, seq) AS k FROM hq_jobs
+    SELECT d.id, d.run_at, d.seq, l.base + d.n - 1 AS k, {witness} AS witness,
+        l.r AS priority, l.ord, l.free
+    FROM open_lines AS l CROSS JOIN LATERAL (
+        SELECT id, run_at, seq, row_number() OVER (ORDER BY run_at, seq) AS n FROM hq_jobs
         WHERE {where} AND priority = l.r AND tenant = l.tenant
         ORDER BY run_at, seq LIMIT {size}
-    ) AS d WHERE {gate}
+    ) AS d WHERE l.tenant IS NOT NULL AND {gate}
     UNION ALL
-    SELECT d.*, r, NULL, NULL FROM generate_series(0, 3) AS r CROSS JOIN LATERAL (
-        SELECT id, run_at, seq, row_number() OVER (ORDER BY tenant, run_at, seq) AS k
-        FROM hq_jobs WHERE {where} AND priority = r AND tenant IS NULL
+    SELECT d.id, d.run_at, d.seq, l.base + d.n - 1, {witness}, l.r, NULL, NULL
+    FROM open_lines AS l CROSS JOIN LATERAL (
+        SELECT id, run_at, seq, row_number() OVER (ORDER BY tenant, run_at, seq) AS n
+        FROM hq_jobs WHERE {where} AND priority = l.r AND tenant IS NULL
         ORDER BY tenant, run_at, seq LIMIT {size}
-    ) AS d WHERE {gate}
+    ) AS d WHERE l.tenant IS NULL AND {gate}
 """
 
 _CLAIMED = """claimed AS (
@@ -277,8 +308,10 @@ def _claim_sql(queues: bool, tasks: bool, fair: bool) -> str:
     where, n = _due(queues, tasks, 3)
     claimed = _CLAIMED.format(columns=prefixed("j"))
     if fair:
-        few = _LINE_JOBS.format(where=where, size="(SELECT m FROM sizing)", gate="true")
-        many = _LINE_JOBS.format(where=where, size=f"${n}", gate="NOT (SELECT yes FROM exact)")
+        few = _LINE_JOBS.format(where=where, size="l.size", witness="d.n = l.size", gate="true")
+        many = _LINE_JOBS.format(
+            where=where, size=f"${n}", witness="false", gate="NOT (SELECT yes FROM exact)"
+        )
         return _FAIR.format(
             limit=n, capped=n + 1, free=n + 2, few=few, many=many, claimed=claimed, quick=_QUICK
         )
@@ -325,27 +358,13 @@ async def _claim(
     args = (now + lease, worker, now, *_filters(queues, tasks), limit)
     rows = await conn.fetch(_claim_sql(queues is not None, tasks is not None, False), *args)
     if not rows[-1][-1]:  # no job of a tenant pending: claimed in FIFO order
-        return _in_claim_order([row for row in rows if row[0] is not None])
-    sql = _claim_sql(queues is not None, tasks is not None, True)
-    return _in_claim_order(await conn.fetch(sql, *args, list(free), list(free.values())))
-
-
-def _in_claim_order(rows: Sequence[Any]) -> list[Job]:
-    """Claimed rows in claim order: (priority, k, run_at, seq), k a job's place in its
-    tenant's line. A claim takes a prefix of every line, so a row's place among the
-    claimed rows of its tenant and priority is its k; with no tenant among them, k is
-    the place among all rows of its priority, and the order is (priority, run_at, seq)."""
-    ordered = sorted(rows, key=lambda row: (row[4], row[17], row[_SEQ]))
-    if any(row[14] is not None for row in ordered):
-        taken: dict[tuple[int, str | None], int] = {}
-        keys: dict[int, tuple[int, int, float, int]] = {}
-        for row in ordered:
-            line = (row[4], row[14])
-            k = taken.get(line, 0)
-            taken[line] = k + 1
-            keys[row[_SEQ]] = (row[4], k, row[17], row[_SEQ])
-        ordered.sort(key=lambda row: keys[row[_SEQ]])
-    return [job_from_row(row) for row in ordered]
+        claimed = [row for row in rows if row[0] is not None]
+        claimed.sort(key=lambda row: (row[4], row[17], row[_SEQ]))
+    else:  # rows end in their k
+        sql = _claim_sql(queues is not None, tasks is not None, True)
+        claimed = list(await conn.fetch(sql, *args, list(free), list(free.values())))
+        claimed.sort(key=lambda row: (row[4], row[-1], row[17], row[_SEQ]))
+    return [job_from_row(row) for row in claimed]
 
 
 async def claim_capped(

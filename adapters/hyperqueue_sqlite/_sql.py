@@ -299,7 +299,10 @@ def claim(
     params = _pair_params(pairs)
     params.update(now=now, until=now + lease, worker=worker, limit=limit)
     if conn.execute(_TENANTED).fetchone()[0]:
-        rows = _claim_fair(conn, len(pairs), params, _free_slots(conn, max_running))
+        # the jobs earlier ops of this transaction moved, not in task_counts until commit
+        moved = sum(n for (_, _, status), n in tx.counts.items() if status == "running")
+        free = _free_slots(conn, max_running)
+        rows = _claim_fair(conn, len(pairs), params, free, moved)
     else:  # caps only hold jobs with a tenant back: there are none to claim
         rows = conn.execute(_claim_sql(len(pairs)), params).fetchall()
         rows.sort(key=_claim_order)
@@ -313,10 +316,10 @@ def claim(
 
 
 def _claim_fair(
-    conn: Connection, pairs: int, params: dict[str, Any], free: Mapping[str, int]
+    conn: Connection, pairs: int, params: dict[str, Any], free: Mapping[str, int], moved: int
 ) -> list[Any]:
     """Claim the jobs fair share picks (see _fair), returning their rows in its order."""
-    chosen = _fair.pick(conn, pairs, params, free)
+    chosen = _fair.pick(conn, pairs, params, free, moved)
     if not chosen:
         return []
     marks = ", ".join("?" * len(chosen))

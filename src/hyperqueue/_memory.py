@@ -5,8 +5,9 @@ lane per priority (O(1)) plus a heap for the few that arrive out of order (O(log
 jobs scheduled for later wait in a heap by run_at and move over once due. So claiming
 the next job never scans, however many jobs are queued. Due jobs of a tenant wait in
 their tenant's own line instead; a claim that sees such lines shares turns between
-tenants (fair share, see ``_claim_fair``): its order is (rank, place in the tenant's
-line, run_at, sequence), jobs without a tenant being one tenant. Cancelling a pending
+tenants (fair share, see ``_claim_fair``): its order is (rank, the tenant's running
+jobs plus the place in its line, run_at, sequence), jobs without a tenant being one
+tenant. Cancelling a pending
 job leaves its entry behind; a per-job count of such stale entries lets a claim skip
 them, and for the rare job that is pending again while stale entries of it remain, the
 sequence number of its live entry tells the two apart.
@@ -115,6 +116,19 @@ class _Lanes:
                     return ready[0][:3]
                 return (rank, run_at, seq)
         return ready[0][:3] if ready else None
+
+    def pop_next(self) -> tuple[float, int, str] | None:
+        """Remove the next entry and return its (run_at, seq, job id); None when
+        nothing is due. One pass over the ranks (head() then pop() take two)."""
+        ready = self.ready
+        rank = 0
+        for lane in self.fifo:
+            if lane:
+                if ready and ready[0][:3] < (rank, *lane[0][:2]):
+                    return heapq.heappop(ready)[1:]
+                return lane.popleft()
+            rank += 1  # noqa: SIM113 (enumerate() is a type call per claim: measurable)
+        return heapq.heappop(ready)[1:] if ready else None
 
     def pop(self) -> tuple[float, int, str]:
         """Remove the next entry; returns its (run_at, seq, job id)."""
@@ -230,6 +244,7 @@ class MemoryStorage:
         self._logging = False
         self._next_event_id = itertools.count(1).__next__
         self._tenants: dict[str, list[int]] = {}  # tenant -> [pending, running]
+        self._tenants_running = 0  # the running jobs with a tenant, for fair share
         self._workers: dict[str, WorkerInfo] = {}
         self._stale: dict[str, int] = {}
         self._live_seq: dict[str, int] = {}  # only for jobs that also have stale entries
@@ -274,10 +289,12 @@ class MemoryStorage:
             figures[0] -= 1
         elif old is _RUNNING:
             figures[1] -= 1
+            self._tenants_running -= 1
         if new is _PENDING:
             figures[0] += 1
         elif new is _RUNNING:
             figures[1] += 1
+            self._tenants_running += 1
 
     def _log_event(self, kind: str, at: float, job: Job) -> None:
         if self._logging:
@@ -429,16 +446,20 @@ class MemoryStorage:
         running = self._running
         stale = self._stale
         best = candidates[0]
+        single = len(candidates) == 1
         while len(claimed) < limit:
-            if len(candidates) > 1:
+            if single:
+                entry = best.pop_next()
+                if entry is None:
+                    break
+                _, seq, job_id = entry
+            else:
                 heads = [(lanes.head(), n) for n, lanes in enumerate(candidates)]
                 live = [(h, n) for h, n in heads if h is not None]
                 if not live:
                     break
                 best = candidates[min(live)[1]]
-            elif best.head() is None:
-                break
-            _, seq, job_id = best.pop()
+                _, seq, job_id = best.pop()
             job = jobs.get(job_id)
             if job is None:
                 continue
@@ -468,28 +489,37 @@ class MemoryStorage:
         worker: str,
         max_running: Mapping[str, int] | None,
     ) -> list[Job]:
-        """Claim in fair-share order: (rank, k, run_at, seq), where k is a job's place
-        among the due pending jobs of its tenant and priority (jobs without a tenant are
-        one tenant). A heap holds one turn per tenant, its next job's key; taking a job
-        puts the tenant's next one back with k + 1. A tenant at its running cap leaves
-        the heap, its jobs untouched: first in its line for the next claim."""
+        """Claim in fair-share order: (rank, k, run_at, seq), where k is the tenant's
+        running jobs when the claim starts plus the job's place among the due pending
+        jobs of its tenant and priority (jobs without a tenant are one tenant, their
+        running jobs being those no tenant counts). A heap holds one turn per tenant,
+        its next job's key; taking a job puts the tenant's next one back with k + 1. A
+        tenant at its running cap leaves the heap, its jobs untouched: first in its line
+        for the next claim."""
         jobs = self._jobs
+        running = self._running
+        figures = self._tenants
         by_tenant: dict[str | None, list[_Lanes]] = {None: list(candidates)}
         for lanes in candidates:
             for name, line in lanes.lines.items():
                 by_tenant.setdefault(name, []).append(line)
         tenants = list(by_tenant.items())
         best: list[_Lanes] = []
+        bases: list[int] = []  # each tenant's running jobs: its k starts there
         turns: list[tuple[int, int, float, int, int]] = []
-        for n, (_, lines) in enumerate(tenants):
+        for n, (tenant, lines) in enumerate(tenants):
+            if tenant is None:
+                base = len(running) - self._tenants_running
+            else:
+                counted = figures.get(tenant)
+                base = counted[1] if counted is not None else 0
+            bases.append(base)
             key, line = _first(lines)
             best.append(line)
             if key is not None:
-                turns.append((key[0], 0, key[1], key[2], n))
+                turns.append((key[0], base, key[1], key[2], n))
         heapq.heapify(turns)
-        running = self._running
         stale = self._stale
-        figures = self._tenants
         claimed: list[Job] = []
         while turns and len(claimed) < limit:
             rank, k, _, _, n = heapq.heappop(turns)
@@ -524,7 +554,7 @@ class MemoryStorage:
                 claimed.append(job)
             key, best[n] = _first(lines)
             if key is not None:
-                place = (k + 1 if taken else k) if key[0] == rank else 0
+                place = (k + 1 if taken else k) if key[0] == rank else bases[n]
                 heapq.heappush(turns, (key[0], place, key[1], key[2], n))
         for lanes in candidates:
             held = lanes.lines
