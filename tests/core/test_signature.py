@@ -39,7 +39,8 @@ values = st.one_of(
 @given(st.lists(values, max_size=6))
 def test_fast_path_answers_as_the_full_check(args: list[Any]) -> None:
     try:
-        expected: object = full_check(tuple(args))
+        # more arguments than parameters: refused (the keyword form cannot say it)
+        expected: object = full_check(tuple(args)) if len(args) <= 5 else ArgumentError
     except ArgumentError:
         expected = ArgumentError
     try:
