@@ -1,7 +1,8 @@
 """hyperqueue_sqlite: jobs in one SQLite file, for one host and several processes.
 
 ``SQLiteStorage(path)`` implements :class:`hyperqueue.abc.Storage` over apsw (which
-bundles a current SQLite), in anyio worker threads: it runs on asyncio and trio.
+bundles a current SQLite), each connection in a thread of its own: it runs on asyncio
+and trio.
 Install it with ``pip install 'hyperqueue-jobs[sqlite]'``.
 """
 

@@ -4,7 +4,9 @@ SQLite has one writer at a time, and each trip to the connection thread costs mo
 than the statements of a small transaction. So while one transaction is in flight,
 every write that arrives joins the next batch; when the lock frees, that batch runs as
 one transaction and one trip. No background task is needed: the first caller of a batch
-leads it (waits for the lock, runs it), the others wait for its result.
+leads it (waits for the lock, runs it), the others wait for its result. A caller that
+finds nothing in flight runs its op at once, as a batch of one that nobody can join
+(a single producer awaiting one write after another pays for no batch machinery).
 
 The leader runs shielded: a batch that others joined must run even if its leader is
 cancelled, and an enqueue must not be half-known. The leader's cancellation is
@@ -27,7 +29,7 @@ __all__ = ["GroupCommit"]
 class GroupCommit:
     """Runs ops in batches of at most ``max_batch`` through ``execute``."""
 
-    __slots__ = ("_done", "_execute", "_lock", "_max", "_next")
+    __slots__ = ("_alone", "_done", "_execute", "_lock", "_max", "_next")
 
     def __init__(
         self, execute: Callable[[list[Op]], Awaitable[None]], *, max_batch: int = 1000
@@ -37,11 +39,25 @@ class GroupCommit:
         self._lock = anyio.Lock()
         self._next: list[Op] | None = None
         self._done: anyio.Event | None = None
+        self._alone = True  # whether the last batch had one op
 
     async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
         op = Op(fn, args)
         ops = self._next
-        if ops is not None and len(ops) < self._max:
+        if ops is None and self._alone and not self._lock.locked():
+            # nothing in flight, no batch forming (its leader would hold or await the
+            # lock) and the last batch was alone: run at once, with no event to wait on
+            # nor batch to join. After a batch of many, its callers come back together,
+            # and the first takes the path below, whose wait for the lock lets the
+            # others join (else batches of one and of the rest would alternate).
+            self._lock.acquire_nowait()
+            try:
+                with anyio.CancelScope(shield=True):
+                    await self._execute([op])
+            finally:
+                self._lock.release()
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        elif ops is not None and len(ops) < self._max:
             ops.append(op)
             done = self._done
             assert done is not None
@@ -53,6 +69,7 @@ class GroupCommit:
                 async with self._lock:  # the batch before ours is in flight
                     if self._next is ops:  # close ours: later callers form the next
                         self._next = self._done = None
+                    self._alone = len(ops) == 1
                     try:
                         await self._execute(ops)
                     finally:

@@ -1,11 +1,11 @@
 """SQLiteStorage: durable jobs in one SQLite file, shared by the processes of one host.
 
-Two connections per storage (apsw, see :mod:`._driver`), each used from anyio worker
-threads one call at a time (:mod:`._thread_db`): a writer that runs every write as one
-``BEGIN IMMEDIATE`` transaction per batch (see :mod:`._batch`), and a reader for
-lookups, listings and wake-up checks, which in WAL mode never waits for the writer.
-Each transaction is one Python function run in a worker thread, one hop for the whole
-batch. Through anyio, the storage runs on asyncio and on trio.
+Two connections per storage (apsw, see :mod:`._driver`), each with a daemon thread of
+its own that runs its calls one at a time (:mod:`._thread_db`): a writer that runs
+every write as one ``BEGIN IMMEDIATE`` transaction per batch (see :mod:`._batch`), and a
+reader for lookups, listings and wake-up checks, which in WAL mode never waits for the
+writer. Each transaction is one Python function run in the connection's thread, one hop
+for the whole batch. The storage runs on asyncio and on trio.
 
 Across processes, SQLite's write lock serializes claims, so no job is handed to two
 live workers; leases and fencing tokens are columns, so a crashed process's jobs run

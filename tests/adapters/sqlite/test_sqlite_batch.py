@@ -90,3 +90,40 @@ async def test_a_cancelled_leader_still_commits_its_batch_then_sees_the_cancel()
     assert db.batches == [[1], [10, 11]]  # the leader's batch ran despite the cancel
     assert follower_result == [22]
     assert not leader_finished  # and the leader's cancellation was not swallowed
+
+
+async def test_a_lone_cancelled_caller_still_commits_then_sees_the_cancel() -> None:
+    db = Recorder()
+    commits = GroupCommit(db.execute)
+    finished = False
+
+    async def lone() -> None:
+        nonlocal finished
+        await commits.submit(double, 3)  # nothing in flight: runs at once, alone
+        finished = True
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lone)
+            await anyio.wait_all_tasks_blocked()
+            scope.cancel()
+            db.release.set()
+    assert db.batches == [[3]]
+    assert not finished
+
+
+async def test_callers_back_from_a_batch_of_many_share_the_next_one() -> None:
+    db = Recorder()
+    db.release.set()
+    commits = GroupCommit(db.execute)
+
+    async def together(xs: range) -> None:
+        async with anyio.create_task_group() as tg:
+            for x in xs:
+                tg.start_soon(commits.submit, double, x)
+
+    await together(range(5))  # the first finds nothing in flight and runs alone
+    await together(range(5, 10))  # after a batch of many: no lone run ahead of the rest
+    # which caller runs alone is the scheduler's choice (trio shuffles)
+    assert [len(batch) for batch in db.batches] == [1, 4, 5]
+    assert sorted(db.batches[2]) == [5, 6, 7, 8, 9]

@@ -1,8 +1,8 @@
 """A program that uses the storage and never closes it exits when its main returns.
 
 aiosqlite's connection thread was not a daemon, so such a program never exited. The
-storage's connections now live in anyio worker threads, which end with the event loop;
-what was committed before is in the file. Real processes, since the point is whether
+storage's connections now live in daemon threads of their own, which never hold the
+interpreter; what was committed before is in the file. Real processes, since the point is whether
 the interpreter exits.
 """
 
