@@ -459,6 +459,7 @@ async def child_worker(dsn: str) -> None:
         print("ready", flush=True)
         await anyio.to_thread.run_sync(sys.stdin.readline)
         async with queue.worker(concurrency=CONCURRENCY):
+            print("running", flush=True)  # registered and listening: idle from here
             await anyio.to_thread.run_sync(sys.stdin.read)
 
 
@@ -480,10 +481,16 @@ def spawn_workers(dsn: str, count: int) -> list[subprocess.Popen[str]]:
 
 
 def start_workers(children: list[subprocess.Popen[str]]) -> None:
+    """Start the children's pools and wait until each one runs (so a measurement sees
+    idle pools, not their start-up)."""
     for child in children:
         assert child.stdin is not None
         child.stdin.write("go\n")
         child.stdin.flush()
+    for child in children:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert line == "running\n", line
 
 
 def stop_workers(children: list[subprocess.Popen[str]]) -> None:
