@@ -65,6 +65,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
+from _chart import bar_chart
 
 import hyperqueue as hq
 
@@ -671,6 +672,12 @@ def main() -> None:
             print(f"{label:46} {rate:7,.0f}  {bar(rate, top)}")
         print()
         report_ratios(e2e)
+        bar_chart(
+            "postgres",
+            f"N={n:,} no-op jobs end to end on one PostgreSQL server, concurrency "
+            f"{CONCURRENCY}, default settings unless named (median of {repeats})",
+            e2e,
+        )
 
     if "processes" in parts:
         print(f"hyperqueue run phase with worker processes (2N = {2 * n:,} jobs, concurrency 10)")
