@@ -117,18 +117,28 @@ class _Lanes:
                 return (rank, run_at, seq)
         return ready[0][:3] if ready else None
 
-    def pop_next(self) -> tuple[float, int, str] | None:
-        """Remove the next entry and return its (run_at, seq, job id); None when
-        nothing is due. One pass over the ranks (head() then pop() take two)."""
+    def take(self, limit: int) -> list[tuple[float, int, str]]:
+        """Remove up to ``limit`` next entries, in claim order: (run_at, seq, job id).
+
+        With no out-of-order entry waiting (the usual case) each lane gives its head run
+        at once, without comparing keys entry by entry."""
         ready = self.ready
-        rank = 0
-        for lane in self.fifo:
-            if lane:
-                if ready and ready[0][:3] < (rank, *lane[0][:2]):
-                    return heapq.heappop(ready)[1:]
-                return lane.popleft()
-            rank += 1  # noqa: SIM113 (enumerate() is a type call per claim: measurable)
-        return heapq.heappop(ready)[1:] if ready else None
+        out: list[tuple[float, int, str]] = []
+        if not ready:
+            for lane in self.fifo:
+                if lane:
+                    if len(lane) <= limit - len(out):
+                        out += lane
+                        lane.clear()
+                    else:
+                        popleft = lane.popleft
+                        out += [popleft() for _ in range(limit - len(out))]
+                    if len(out) >= limit:
+                        break
+            return out
+        while len(out) < limit and (ready or any(self.fifo)):
+            out.append(self.pop())
+        return out
 
     def pop(self) -> tuple[float, int, str]:
         """Remove the next entry; returns its (run_at, seq, job id)."""
@@ -388,9 +398,22 @@ class MemoryStorage:
         if counts is None:
             counts = self._counts[job.queue] = dict.fromkeys(JobStatus, 0)
         counts[_PENDING] += 1
+        # the usual job (due now, no tenant, its lane there and no later entry at the
+        # lane's tail) goes straight to the end of its FIFO lane; any other to _push
+        lanes = self._lanes.get((job.queue, job.task))
+        run_at = job.run_at
+        lane = None
         if job.tenant is not None:
             self._count_tenant(job.tenant, None, _PENDING)
-        self._push(job, now)
+        elif lanes is not None and run_at <= now and not self._stale:
+            lane = lanes.fifo[_RANK[job.priority]]
+            if lane and lane[-1][0] > run_at:
+                lane = None
+        if lane is not None:
+            self._seq = seq = self._seq + 1
+            lane.append((run_at, seq, job.id))
+        else:
+            self._push(job, now)
         if self._logging:
             self._log.append(_Entry(self._next_event_id(), "job.enqueued", now, job))
         if self._listeners:
@@ -440,26 +463,19 @@ class MemoryStorage:
             return claimed
         if fair:
             return self._claim_fair(candidates, limit, now, lease, worker, max_running)
+        if len(candidates) == 1:
+            return self._claim_lanes(candidates[0], limit, now, lease, worker)
         # only jobs without a tenant are due here: the (rank, run_at, seq) merge of the
         # lanes' heads is the claim order, and no tenant cap applies
         jobs = self._jobs
         running = self._running
         stale = self._stale
-        best = candidates[0]
-        single = len(candidates) == 1
         while len(claimed) < limit:
-            if single:
-                entry = best.pop_next()
-                if entry is None:
-                    break
-                _, seq, job_id = entry
-            else:
-                heads = [(lanes.head(), n) for n, lanes in enumerate(candidates)]
-                live = [(h, n) for h, n in heads if h is not None]
-                if not live:
-                    break
-                best = candidates[min(live)[1]]
-                _, seq, job_id = best.pop()
+            heads = [(lanes.head(), n) for n, lanes in enumerate(candidates)]
+            live = [(h, n) for h, n in heads if h is not None]
+            if not live:
+                break
+            _, seq, job_id = candidates[min(live)[1]].pop()
             job = jobs.get(job_id)
             if job is None:
                 continue
@@ -478,6 +494,43 @@ class MemoryStorage:
             counts[_PENDING] -= 1
             counts[_RUNNING] += 1
             claimed.append(job)
+        return claimed
+
+    def _claim_lanes(
+        self, lanes: _Lanes, limit: int, now: float, lease: float, worker: str
+    ) -> list[Job]:
+        """A claim from the due jobs without a tenant of one queue and task, the usual
+        claim: their entries in order, taken from the lanes a batch at a time, and the
+        queue's counts moved once for the claim (every job is of that queue)."""
+        jobs = self._jobs
+        running = self._running
+        stale = self._stale
+        claimed_job = move.claimed
+        claimed: list[Job] = []
+        append = claimed.append
+        while len(claimed) < limit:
+            entries = lanes.take(limit - len(claimed))
+            if not entries:
+                break
+            for _, seq, job_id in entries:
+                job = jobs.get(job_id)
+                if job is None:
+                    continue
+                if stale and job_id in stale:
+                    if job.status is _PENDING and self._live_seq.get(job_id) == seq:
+                        del self._live_seq[job_id]  # the live entry; the rest are stale
+                    else:
+                        self._drop_stale(job_id)  # an entry a cancel left behind
+                        continue
+                elif job.status is not _PENDING:
+                    continue
+                jobs[job_id] = job = claimed_job(job, now=now, lease=lease, worker=worker)
+                running[job_id] = None
+                append(job)
+        if claimed:
+            counts = self._counts[claimed[0].queue]
+            counts[_PENDING] -= len(claimed)
+            counts[_RUNNING] += len(claimed)
         return claimed
 
     def _claim_fair(
@@ -577,6 +630,7 @@ class MemoryStorage:
 
     async def finish(self, outcomes: Sequence[Outcome], *, now: float) -> list[Job | None]:
         out: list[Job | None] = []
+        append = out.append
         wake = False
         jobs = self._jobs
         running = self._running
@@ -585,21 +639,33 @@ class MemoryStorage:
         logging = self._logging
         log = self._log
         next_event_id = self._next_event_id
+        # completions of jobs without a tenant or workflow (most outcomes) are counted
+        # a run at a time: the number in a row of one queue, added once
+        done_queue: str | None = None
+        done = 0
         for outcome in outcomes:
             job_id = outcome.id
             job = jobs.get(job_id)
             if job is None or job.status is not _RUNNING or job.token != outcome.token:
-                out.append(None)
+                append(None)
                 continue
             job = jobs[job_id] = finished(job, outcome, now=now)
+            del running[job_id]
+            status = job.status
+            if status is _COMPLETED and not logging and job.tenant is None and job.step is None:
+                if job.queue != done_queue:
+                    if done:
+                        self._count_done(done_queue, done)
+                    done_queue, done = job.queue, 0
+                done += 1
+                append(job)
+                continue
             if logging and outcome.started_at is not None:  # started and ended in one
                 # write: the started entry shows the job as it ended, as SQLite's do
                 log.append(_Entry(next_event_id(), "job.started", outcome.started_at, job))
-            status = job.status
             if status is _PENDING:
                 self._push(job, now)
                 wake = True
-            del running[job_id]
             counts = counts_of[job.queue]
             counts[_RUNNING] -= 1
             counts[status] += 1
@@ -611,10 +677,19 @@ class MemoryStorage:
                     log.append(_Entry(next_event_id(), kind, now, job))
             if job.step is not None and status is not _PENDING:
                 wake = self._step_ended(job, now, released=True) or wake
-            out.append(job)
+            append(job)
+        if done:
+            self._count_done(done_queue, done)
         if wake and self._listeners:
             self._notify()
         return out
+
+    def _count_done(self, queue: str | None, done: int) -> None:
+        """``done`` running jobs of ``queue`` completed (none of a tenant)."""
+        assert queue is not None
+        counts = self._counts[queue]
+        counts[_RUNNING] -= done
+        counts[_COMPLETED] += done
 
     async def extend(
         self, leases: Sequence[tuple[str, int]], *, now: float, lease: float

@@ -1291,7 +1291,8 @@ class Queue:
         jobs on a storage with round trips (SQLite, PostgreSQL). ``"auto"`` (the
         default) sizes it by the time runners spend per job, so extra jobs start within
         about 5 ms (none for jobs of a few milliseconds or more, up to ``9 *
-        concurrency`` for very short ones), and hands back to the storage, without
+        concurrency`` for very short ones, ``19 * concurrency`` on the memory storage,
+        where a claim is no round trip), and hands back to the storage, without
         spending an attempt, any that still wait 10 ms after their claim: a job is never
         kept long from an idle runner of another pool or process. An int fixes it:
         ``0`` claims only for free runners; a fixed prefetch holds its jobs (they count

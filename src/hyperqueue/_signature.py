@@ -71,6 +71,7 @@ class Signature:
     __slots__ = (
         "_fast",
         "_fast_most",
+        "_fast_one",
         "_names",
         "_optional",
         "_positional",
@@ -130,11 +131,18 @@ class Signature:
         self._fast = fast or ()
         # the fast path takes from _required to _fast_most arguments (none: -1)
         self._fast_most = -1 if fast is None else len(fast)
+        # the types of the fast path for a call with one argument (the usual task
+        # call), checked without a loop; None when one argument cannot take it
+        self._fast_one = self._fast[0] if self._required <= 1 <= self._fast_most else None
 
     def check(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Validate a call; return the arguments in the form storage keeps (JSON-like)."""
+        if not kwargs and len(args) == 1 and type(args) is tuple:
+            one = self._fast_one  # the usual task call: one argument, checked at once
+            if one is not None and type(args[0]) in one:
+                return args, {}
         if not kwargs and self._required <= len(args) <= self._fast_most:
             # every parameter a plain scalar, passed by position: a type check per value
             # accepts exactly what msgspec would, anything else takes the full path

@@ -47,7 +47,7 @@ from ._hooks import ExecutionHook, JobRun, RunOutcome, enter_hooks, exit_hooks
 from ._json import to_json_form
 from ._models import Job, JobStatus, Outcome, WorkerInfo
 from ._modes import ModeController, Operation
-from ._prefetch import HOLD_LIMIT, AdaptivePrefetch
+from ._prefetch import CAP_PER_RUNNER, HOLD_LIMIT, MEMORY_CAP_PER_RUNNER, AdaptivePrefetch
 from ._retry import Retry
 
 if TYPE_CHECKING:
@@ -166,7 +166,10 @@ class Worker:
         with no hook and no SDK spends one attribute read on them."""
         self.concurrency = concurrency
         self.prefetch = prefetch
-        self._adaptive = AdaptivePrefetch(concurrency) if prefetch == "auto" else None
+        cap = MEMORY_CAP_PER_RUNNER if queue._memory is not None else CAP_PER_RUNNER
+        self._adaptive = (
+            AdaptivePrefetch(concurrency, cap_per_runner=cap) if prefetch == "auto" else None
+        )
         # the claim whose jobs wait in the buffer (one claim at a time fills it), and
         # when it returned: the hold guard hands them back if they wait too long
         self._claims = 0

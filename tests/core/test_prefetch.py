@@ -35,6 +35,14 @@ def test_the_extra_claim_grows_while_batches_start_in_time_and_shrinks_when_not(
     assert prefetch.extra == 25
 
 
+def test_the_cap_per_runner_can_be_set() -> None:
+    prefetch = AdaptivePrefetch(concurrency=10, cap_per_runner=19)
+    prefetch.record(0.000_01)
+    for _ in range(10):
+        prefetch.batch_started(0.001)
+    assert prefetch.extra == 190
+
+
 def test_runners_time_per_job_bounds_the_extra_claim() -> None:
     prefetch = AdaptivePrefetch(concurrency=10)
     for _ in range(5):
@@ -64,16 +72,17 @@ async def test_short_jobs_are_claimed_in_big_batches_by_default(clock: FakeClock
     async def hold() -> None:
         await release.wait()
 
-    warm = [await quick.enqueue() for _ in range(20)]
+    warm = [await quick.enqueue() for _ in range(60)]
     with anyio.fail_after(10):
         async with queue.worker(concurrency=2) as worker:
             for job in warm:
                 await queue.wait(job.id)
-            held = [await hold.enqueue() for _ in range(30)]
+            held = [await hold.enqueue() for _ in range(50)]
             await anyio.wait_all_tasks_blocked()
-            # two run, the rest wait in the buffer: one claim, not fifteen
+            # two run, the rest wait in the buffer: one claim, not twenty
             assert worker.stats().running == 2
-            assert (await queue.stats())["default"].running == 20  # 2 + 9 per runner
+            # 2 + 19 per runner on the memory storage (9 on the others)
+            assert (await queue.stats())["default"].running == 40
             release.set()
             for job in held:
                 await queue.wait(job.id)
