@@ -12,6 +12,7 @@ from litestar.types import ControllerRouterHandler, Guard, Middleware
 
 import hyperqueue as hq
 
+from ._pipeline import FuseLayers
 from ._plugin import HyperqueuePlugin
 
 __all__ = ["create_app"]
@@ -33,12 +34,17 @@ def create_app(
     ``guards`` protect the API routes, ``middleware``, ``route_handlers`` and
     ``plugins`` are added to the app. The OpenAPI document is at
     ``/schema/openapi.json``. The plugin is ``app.plugins.get(HyperqueuePlugin)``.
+
+    Once every plugin has added its middleware, consecutive layers of the server's own
+    (limits, checks, keys, rate limits, audit, metrics) run as one middleware: one call
+    and one ``send`` wrapper per request instead of one each; the last of them answers
+    plain submissions itself (see :mod:`._lane`).
     """
     plugin = HyperqueuePlugin(
         queue, guards=guards, middleware=middleware, route_handlers=route_handlers, **options
     )
     return Litestar(
-        plugins=[plugin, *plugins],
+        plugins=[plugin, *plugins, FuseLayers(plugin.innermost)],
         openapi_config=OpenAPIConfig(
             title="hyperqueue",
             version=hq.__version__,

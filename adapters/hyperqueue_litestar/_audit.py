@@ -19,14 +19,19 @@ handler) is recorded by the middleware with its status and the answer's ``detail
 
 Sinks are a small protocol: :class:`MemoryAuditSink`, and :class:`SQLiteAuditSink`
 writing the ``audit_log`` table of the job database (one connection in a worker thread,
-the file opened and migrated as ``SQLiteStorage`` opens it).
+the file opened and migrated as ``SQLiteStorage`` opens it). A sink that takes batches
+(``write_many``, as SQLite's) gets the records of requests from one task of the
+plugin's lifespan, a batch per write, instead of a write per request. Either way an
+answer's last message waits until its record is written, so a client that got its
+answer knows the record is kept; reading the log through the API first waits for the
+records of the requests answered so far.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -35,16 +40,15 @@ import anyio
 import msgspec
 from litestar import Litestar, get
 from litestar.config.app import AppConfig
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.params import QueryParameter
 from litestar.plugins import InitPlugin
-from litestar.types import ASGIApp, Guard, Message, Receive, Scope, Send
+from litestar.types import Guard, Message, Scope
 
 import hyperqueue as hq
 from hyperqueue_sqlite import SQLiteStorage, ThreadConnection
 
-from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of, route_of
+from ._pipeline import Call, Layer
+from ._security import Actor, SecurityEvent, SuspiciousActivity, actor_of
 
 __all__ = [
     "AUDITED",
@@ -98,7 +102,11 @@ class AuditPage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class AuditSink(Protocol):
-    """Where records are kept."""
+    """Where records are kept.
+
+    A sink may also have ``async def write_many(records)``, which keeps a batch in one
+    write: the :class:`Audit` plugin then writes the records of requests in batches, by
+    a task of its lifespan, instead of one write per request."""
 
     async def write(self, record: AuditRecord) -> int:
         """Keep ``record``; returns its ``seq``."""
@@ -129,6 +137,25 @@ class MemoryAuditSink:
 _encode = msgspec.json.Encoder().encode
 _actor = msgspec.json.Decoder(Actor)
 _meta = msgspec.json.Decoder(dict[str, Any])
+_INSERT = (
+    "INSERT INTO audit_log (at, event, actor, tenant, resource, action, result, metadata) VALUES"
+)
+_MANY = 500  # rows per statement: 4,000 parameters, well under SQLite's 32,766
+
+
+def record_row(record: AuditRecord) -> tuple[object, ...]:
+    """The columns of ``record`` in a table of the log (SQLite's and PostgreSQL's):
+    at, event, actor, tenant, resource, action, result, metadata."""
+    return (
+        record.at,
+        record.event,
+        _encode(record.actor).decode(),
+        record.actor.tenant,
+        record.resource,
+        record.action,
+        record.result,
+        _encode(record.metadata).decode(),
+    )
 
 
 class SQLiteAuditSink:
@@ -167,25 +194,22 @@ class SQLiteAuditSink:
         return await self._db.query(doing, sql, params)
 
     async def write(self, record: AuditRecord) -> int:
-        sql = (
-            "INSERT INTO audit_log (at, event, actor, tenant, resource, action, result, metadata)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq"
-        )
-        params = (
-            record.at,
-            record.event,
-            _encode(record.actor).decode(),
-            record.actor.tenant,
-            record.resource,
-            record.action,
-            record.result,
-            _encode(record.metadata).decode(),
-        )
-        if self._storage is not None:
-            rows = await self._storage.execute_write(sql, params)
-        else:
-            rows = await self._db.write("writing an audit record", sql, params)
+        sql = f"{_INSERT} (?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq"
+        rows = await self._write("writing an audit record", sql, record_row(record))
         return int(rows[0][0])
+
+    async def write_many(self, records: Sequence[AuditRecord]) -> None:
+        """Keep ``records``, in order, with one statement per 500 of them."""
+        for start in range(0, len(records), _MANY):
+            chunk = records[start : start + _MANY]
+            sql = _INSERT + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+            params = tuple(value for record in chunk for value in record_row(record))
+            await self._write("writing audit records", sql, params)
+
+    async def _write(self, doing: str, sql: str, params: tuple[object, ...]) -> list[Any]:
+        if self._storage is not None:
+            return await self._storage.execute_write(sql, params)
+        return await self._db.write(doing, sql, params)
 
     async def read(self, *, after: int = 0, limit: int = 100) -> AuditPage:
         rows = await self._call(
@@ -236,6 +260,9 @@ def _action(method: str, route: str, prefix: str) -> tuple[str, str]:
     return "api.mutation", f"{method.lower()} {tail}"
 
 
+_Facts = tuple[str, str, str | None, str]
+
+
 class Audit(InitPlugin):
     """A Litestar plugin: ``create_app(queue, plugins=[Audit(queue, sink)])``.
 
@@ -267,7 +294,10 @@ class Audit(InitPlugin):
         self.dropped = 0
         """Security events lost because the audit task fell 1000 behind."""
         self.failed = 0
-        """Security events the sink failed to record."""
+        """Security events and records the sink failed to record."""
+        self._facts: dict[tuple[str, str], _Facts] = {}
+        self.batches: _Batches | None = None
+        """Writes the records of requests while the app runs, when the sink takes batches."""
         self.middleware = _AuditMiddleware(self)
 
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
@@ -284,6 +314,7 @@ class Audit(InitPlugin):
             after: Annotated[int, QueryParameter(ge=0, le=2**63 - 1)] = 0,  # SQLite's int
             limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         ) -> AuditPage:
+            await audit.flush()  # the records of the requests answered so far
             return await audit.sink.read(after=after, limit=limit)
 
         app_config.route_handlers.append(read_audit)
@@ -314,18 +345,49 @@ class Audit(InitPlugin):
                         _logger.exception("audit: recording a security event failed")
 
         unsubscribe = self.queue.events.subscribe(take, SecurityEvent, name="audit")
+        write_many = getattr(self.sink, "write_many", None)
         try:
             async with AsyncExitStack() as stack, anyio.create_task_group() as tg:
                 if isinstance(self.sink, AbstractAsyncContextManager):  # e.g. SQLite's
                     await stack.enter_async_context(self.sink)
                 tg.start_soon(write_all)
+                if write_many is not None:
+                    self.batches = _Batches(self, write_many)
+                    tg.start_soon(self.batches.run)
                 try:
                     yield
                 finally:
                     unsubscribe()
                     send.close()
+                    if self.batches is not None:
+                        self.batches.close()  # its task writes what is left, then ends
         finally:
             unsubscribe()
+            self.batches = None
+
+    def _route_facts(self, method: str, route: str) -> _Facts:
+        """What a record of ``method`` on ``route`` says: event, action, and the path
+        parameter naming its resource (``None``: the answer's ``id`` does) with the
+        resource's prefix; worked out once per route."""
+        facts = self._facts.get((method, route))
+        if facts is None:
+            event, action = _action(method, route, self.api_prefix)
+            kind = event.split(".", 1)[0]
+            param: str | None = None
+            prefix = "workflow" if kind == "workflow" else "job"  # of an id in the answer
+            for name, named in (("job_id", "job"), ("workflow_id", "workflow"), ("name", kind)):
+                if f"{{{name}}}" in route:  # the route's path parameters
+                    param, prefix = name, named
+                    break
+            facts = (event, action, param, prefix)
+            if len(self._facts) < 4096:  # methods come from clients: keep it bounded
+                self._facts[(method, route)] = facts
+        return facts
+
+    async def flush(self) -> None:
+        """Return once the records of requests answered so far are written."""
+        if self.batches is not None:
+            await self.batches.flush()
 
     async def record(self, record: AuditRecord) -> None:
         """Write ``record``; a failing sink is logged and counted in :attr:`failed`,
@@ -382,87 +444,190 @@ class Audit(InitPlugin):
             )
 
 
-class _AuditMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+class _Batches:
+    """The records of requests, written in batches by one task of the audit's lifespan.
 
+    A request's record is added as the end of its answer is about to go out, and the
+    answer waits until the batch holding it is written: no write of its own per
+    request, yet no answer completes before its record is kept. The task writes
+    whatever came in while it wrote the previous batch as one batch (in order, one
+    statement, within the storage's shared transactions); when the app stops, it writes
+    everything left before it ends. Nothing is dropped, and the records waiting are at
+    most the requests in flight. A failing write is logged and counted in
+    ``Audit.failed`` (the answers then go out: an audit fault never fails a request).
+    """
+
+    __slots__ = ("_added", "_audit", "_closed", "_done", "_pending", "_progress", "_wake", "_write")
+
+    def __init__(
+        self, audit: Audit, write_many: Callable[[Sequence[AuditRecord]], Awaitable[None]]
+    ) -> None:
+        self._audit = audit
+        self._write = write_many
+        self._pending: list[AuditRecord] = []
+        self._wake = anyio.Event()
+        self._progress: anyio.Event | None = None  # made by a flush, set after a batch
+        self._added = 0
+        self._done = 0
+        self._closed = False
+
+    def add(self, record: AuditRecord) -> bool:
+        """Queue ``record``; False once the task is ending (write it yourself)."""
+        if self._closed:
+            return False
+        self._pending.append(record)
+        self._added += 1
+        if len(self._pending) == 1:
+            self._wake.set()
+        return True
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    async def flush(self) -> None:
+        """Return once every record added so far is written (or failed)."""
+        target = self._added
+        while self._done < target:
+            if self._progress is None:
+                self._progress = anyio.Event()
+            await self._progress.wait()
+
+    async def run(self) -> None:
+        while True:
+            if not self._pending and not self._closed:
+                await self._wake.wait()
+                self._wake = anyio.Event()
+            batch, self._pending = self._pending, []
+            if batch:
+                try:
+                    await self._write(batch)
+                except Exception:  # a failing sink must not stop the task
+                    self._audit.failed += len(batch)
+                    _logger.exception("audit: writing %d records failed", len(batch))
+                self._done += len(batch)
+                progress, self._progress = self._progress, None
+                if progress is not None:
+                    progress.set()
+            if self._closed and not self._pending:
+                return
+
+
+class _AuditMiddleware(Layer):
     def __init__(self, audit: Audit) -> None:
         self.audit = audit
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        method = str(scope.get("method", "GET"))
-        route = route_of(scope)
-        audit = self.audit
-        if method in _READS or not route.startswith(audit.api_prefix):
-            await next_app(scope, receive, send)
-            return
-        status = 500
-        chunks: list[bytes] = []
+    async def enter(self, call: Call) -> _Recorded | None:
+        if call.method in _READS or not call.route.startswith(self.audit.api_prefix):
+            return None
+        return _Recorded(self.audit, call)
 
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body" and len(chunks) < 64:
-                chunks.append(message.get("body", b""))
-            await send(message)
 
-        started = audit.clock.now()
-        try:
-            await next_app(scope, receive, watch)
-        finally:
-            # a refusal published as a security event is recorded once already
-            if not (scope.get("state") or {}).get(AUDITED):
-                with anyio.CancelScope(shield=True):
-                    await self._record(scope, method, route, status, chunks, started)
+class _Answer(msgspec.Struct):
+    """What a record takes from an answer's JSON body (anything else in it is skipped
+    unread)."""
 
-    async def _record(
-        self,
-        scope: Scope,
-        method: str,
-        route: str,
-        status: int,
-        chunks: list[bytes],
-        started: float,
-    ) -> None:
-        audit = self.audit
-        event, action = _action(method, route, audit.api_prefix)
-        params = scope.get("path_params") or {}
-        kind = event.split(".", 1)[0]
+    id: Any = None
+    detail: Any = None
+    items: Any = None
+    created: Any = None
+    existing: Any = None
+    failed: Any = None
+
+
+_answer = msgspec.json.Decoder(_Answer)
+
+
+class _Recorded:
+    """One mutation on its way: its status and the start of its answer.
+
+    Its record is kept before the last message of the answer goes out, so a client
+    holding a whole answer knows its record is kept (a process killed before then
+    loses the answer too); a request that ends without that message (it failed, or its
+    client left) is recorded once it is over. A refusal published as a security event
+    is recorded once already, as that event."""
+
+    __slots__ = ("audit", "call", "chunks", "recorded", "started", "status")
+
+    def __init__(self, audit: Audit, call: Call) -> None:
+        self.audit = audit
+        self.call = call
+        self.status = 500
+        self.chunks: list[bytes] = []
+        self.started = audit.clock.now()
+        self.recorded = False
+
+    def seen(self, message: Message) -> Awaitable[None] | None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            if len(self.chunks) < 64:
+                self.chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                return self._keep()  # the answer's end waits for its record
+        return None
+
+    def close(self) -> Awaitable[None] | None:
+        return None if self.recorded else self._keep()
+
+    def _keep(self) -> Awaitable[None] | None:
+        self.recorded = True
+        if (self.call.scope.get("state") or {}).get(AUDITED):
+            return None
+        batches = self.audit.batches
+        if batches is not None and batches.add(self._record()):
+            return batches.flush()  # written in order: this one's batch is done
+        return self._write()
+
+    async def _write(self) -> None:
+        """Write the record with no batch to join (a sink that takes one at a time,
+        or the app stopping)."""
+        with anyio.CancelScope(shield=True):
+            await self.audit.record(self._record())
+
+    def _record(self) -> AuditRecord:
+        audit, call, status = self.audit, self.call, self.status
+        scope: Scope = call.scope
+        method, route = call.method, call.route
+        event, action, param, prefix = audit._route_facts(method, route)
         resource: str | None = None
-        for name, prefix in (("job_id", "job"), ("workflow_id", "workflow"), ("name", kind)):
-            if name in params:
-                resource = f"{prefix}:{params[name]}"
-                break
+        if param is not None:
+            params = scope.get("path_params") or {}
+            if param in params:
+                resource = f"{prefix}:{params[param]}"
         metadata: dict[str, Any] = {"method": method, "route": route, "status": status}
-        body: Any = None
-        if 200 <= status < 500 and chunks:
+        body: _Answer | None = None
+        if 200 <= status < 500 and self.chunks:
             try:
-                body = msgspec.json.decode(b"".join(chunks))
+                body = _answer.decode(b"".join(self.chunks))
             except msgspec.DecodeError:
                 body = None
-        if isinstance(body, dict):
-            if status >= 400 and isinstance(body.get("detail"), str):
-                metadata["detail"] = body["detail"][:_DETAIL_CHARS]  # why it was refused
+        if body is not None:
+            if status >= 400:
+                if isinstance(body.detail, str):
+                    metadata["detail"] = body.detail[:_DETAIL_CHARS]  # why it was refused
             elif status < 300:
-                if resource is None and isinstance(body.get("id"), str):
-                    resource = f"{'workflow' if kind == 'workflow' else 'job'}:{body['id']}"
-                if isinstance(body.get("items"), list):
+                if resource is None and isinstance(body.id, str):
+                    resource = f"{prefix}:{body.id}"
+                if isinstance(body.items, list):
                     metadata["ids"] = [
                         i["job"]["id"]
-                        for i in body["items"]
+                        for i in body.items
                         if isinstance(i, dict) and isinstance(i.get("job"), dict)
                     ]
-                for name in ("created", "existing", "failed"):
-                    if isinstance(body.get(name), int):
-                        metadata[name] = body[name]
-        await audit.record(
-            AuditRecord(
-                at=started,
-                event=event,
-                actor=actor_of(scope),
-                resource=resource,
-                action=action,
-                result="success" if 200 <= status < 400 else f"error {status}",
-                metadata=metadata,
-            )
+                if body.created is not None or body.existing is not None or body.failed is not None:
+                    counts = (
+                        ("created", body.created),
+                        ("existing", body.existing),
+                        ("failed", body.failed),
+                    )
+                    metadata.update({k: v for k, v in counts if isinstance(v, int)})
+        return AuditRecord(
+            at=self.started,
+            event=event,
+            actor=actor_of(scope),
+            resource=resource,
+            action=action,
+            result="success" if 200 <= status < 400 else f"error {status}",
+            metadata=metadata,
         )

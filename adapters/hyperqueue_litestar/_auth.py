@@ -37,17 +37,16 @@ from typing import Any
 
 import msgspec
 from litestar.connection import ASGIConnection
-from litestar.enums import ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import ReceiveMessage, Scope
 
 import hyperqueue as hq
 from hyperqueue import Clock, SystemClock
 
 from ._audit import publish_refusal
 from ._config import ApiKey, Config, TenantQuota
+from ._pipeline import ANSWERED, Call, Entry, Layer
 from ._security import (
     PRINCIPAL,
     ROLE_RANK,
@@ -57,6 +56,7 @@ from ._security import (
     Role,
     actor_of,
     client_ip,
+    header,
     route_of,
     send_json,
 )
@@ -164,13 +164,15 @@ class KeyRing:
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key from ``Authorization: Bearer <key>``, else from ``X-API-Key``."""
-    authorization = headers.get("authorization")
+    return _key_of(headers.get("authorization"), headers.get("x-api-key"))
+
+
+def _key_of(authorization: str | None, api_key: str | None) -> str | None:
     if authorization:
         scheme, _, value = authorization.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    key = headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    return api_key.strip() if api_key and api_key.strip() else None
 
 
 def required_role(method: str, route: str, opt: Mapping[str, Any], api_prefix: str) -> Role:
@@ -187,10 +189,6 @@ def required_role(method: str, route: str, opt: Mapping[str, Any], api_prefix: s
     if method == "POST" and route.startswith((f"{api_prefix}/jobs", f"{api_prefix}/dead-letters")):
         return "operator"
     return "admin"
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 class _TenantRoutes:
@@ -243,6 +241,8 @@ class Auth:
         self.api_prefix = "/" + api_prefix.strip("/")
         self.max_body_size = max_body_size
         self._routes = _TenantRoutes(self.api_prefix)
+        # the role each (handler's own role, method, route) needs, worked out once
+        self._roles: dict[tuple[Any, str, str], Role] = {}
         self.middleware = _AuthMiddleware(self)
         # A plain function, not a bound method: Litestar deep-copies the guards it is
         # given, and a copied bound method would carry a copy of this object (and of
@@ -295,7 +295,7 @@ class Auth:
         state = scope.setdefault("state", {})
         found = state.get(PRINCIPAL, _MISSING)
         if found is _MISSING:
-            key = presented_key(_headers(scope))
+            key = _key_of(header(scope, b"authorization"), header(scope, b"x-api-key"))
             found = None if key is None else (self.keys.authenticate(key) or _INVALID)
             state[PRINCIPAL] = found
         return found
@@ -318,12 +318,26 @@ class Auth:
             raise NotAuthorizedException(
                 detail=f"{detail}: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
-        role = required_role(method, route, handler.opt, self.api_prefix)
+        role = self._role(handler, method, route)
         if not found.may(role):
             self.keys.note_denied(found.name)
             detail = f"key {found.name!r} may not {method} {route}: it needs the {role} role"
             self._publish(AccessDenied, scope, method, route, detail)
             raise PermissionDeniedException(detail=detail)
+
+    def _role(self, handler: BaseRouteHandler, method: str, route: str) -> Role:
+        """:func:`required_role`, remembered per method, route and role the handler
+        names (all it depends on)."""
+        named = handler.opt.get(ROLE_OPT)
+        if named is not None and not isinstance(named, str):  # refused by required_role
+            return required_role(method, route, handler.opt, self.api_prefix)
+        key = (named, method, route)
+        role = self._roles.get(key)
+        if role is None:
+            role = required_role(method, route, handler.opt, self.api_prefix)
+            if len(self._roles) < 4096:  # methods come from clients: keep it bounded
+                self._roles[key] = role
+        return role
 
     def _publish(self, kind: type[Any], scope: Scope, method: str, route: str, detail: str) -> None:
         """Publish the refusal of this request (its one audit record)."""
@@ -355,37 +369,32 @@ def _guard_of(auth: Auth) -> Guard:
     return guard
 
 
-class _AuthMiddleware(ASGIMiddleware):
+class _AuthMiddleware(Layer):
     """Resolves the caller, and keeps a tenant-bound key inside its tenant."""
-
-    scopes = (ScopeType.HTTP,)
 
     def __init__(self, auth: Auth) -> None:
         self.auth = auth
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+    async def enter(self, call: Call) -> Entry:
         auth = self.auth
         if auth.keys.open:
-            await next_app(scope, receive, send)
-            return
+            return None
+        scope = call.scope
         found = auth.resolve(scope)
         tenant = found.tenant if isinstance(found, Principal) else None
-        route = route_of(scope)
+        route = call.route
         if tenant is None or not route.startswith(auth.api_prefix):
-            await next_app(scope, receive, send)
-            return
+            return None
         routes = auth._routes
-        method = str(scope.get("method", "GET"))
+        method = call.method
         if method == "GET" and route == routes.listing:
             scope["query_string"] = _force_query(scope["query_string"], tenant)
-            await next_app(scope, receive, send)
-            return
+            return None
         if method == "POST" and route in (routes.submit, routes.batch):
-            await self._submit(scope, receive, send, next_app, tenant, route == routes.batch)
-            return
+            await self._submit(call, tenant, route == routes.batch)
+            return None
         if routes.self_confined.match(route):
-            await next_app(scope, receive, send)
-            return
+            return None
         if routes.one.match(route):
             job_id = str(scope["path_params"].get("job_id", ""))
             try:
@@ -402,24 +411,20 @@ class _AuthMiddleware(ASGIMiddleware):
                         f"key {found.name!r} of tenant {tenant!r} reached job {job_id!r} of "
                         "another tenant: answered 404",
                     )
-                await send_json(send, 404, f"job {job_id!r} not found", extra={"job_id": job_id})
-                return
-            await next_app(scope, receive, send)
-            return
+                await send_json(
+                    call.send, 404, f"job {job_id!r} not found", extra={"job_id": job_id}
+                )
+                return ANSWERED
+            return None
         detail = f"{method} {route} is not available to a key bound to tenant {tenant!r}"
         auth._publish(AccessDenied, scope, method, route, f"key {found.name!r}: {detail}")
-        await send_json(send, 403, detail)
+        await send_json(call.send, 403, detail)
+        return ANSWERED
 
-    async def _submit(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        next_app: ASGIApp,
-        tenant: str,
-        batch: bool,
-    ) -> None:
-        auth = self.auth
+    async def _submit(self, call: Call, tenant: str, batch: bool) -> None:
+        """Read the submission, set its tenant to the key's, and hand the app the new
+        body (an unreadable or oversized one goes on untouched, to be refused there)."""
+        auth, scope, receive = self.auth, call.scope, call.receive
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -461,7 +466,7 @@ class _AuthMiddleware(ASGIMiddleware):
                 return {"type": "http.request", "body": body, "more_body": more}
             return await receive()
 
-        await next_app(scope, replay, send)
+        call.receive = replay
 
 
 def _tighter(*caps: Mapping[str, int]) -> dict[str, int]:

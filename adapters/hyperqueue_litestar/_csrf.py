@@ -31,17 +31,17 @@ Each refusal is published as a security event (:class:`CrossSiteRefused`,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from urllib.parse import urlsplit
 
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
+from litestar.types import Receive, ReceiveMessage, Scope
 
 import hyperqueue as hq
 
 from ._audit import publish_refusal
 from ._config_safety import is_loopback
-from ._security import SecurityEvent, actor_of, client_ip, route_of, send_json
+from ._pipeline import ANSWERED, Call, Entry, Layer
+from ._security import SecurityEvent, actor_of, client_ip, header, send_json
 
 __all__ = ["ACCEPT_OPT", "CrossSiteRefused", "CsrfMiddleware", "MediaTypeRefused", "is_json"]
 
@@ -73,6 +73,12 @@ def is_json(content_type: str) -> bool:
     )
 
 
+@lru_cache(maxsize=64)
+def _is_json(content_type: str) -> bool:
+    """:func:`is_json`, remembered for the few content types clients send."""
+    return is_json(content_type)
+
+
 def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit(f"//{netloc}")
@@ -98,11 +104,7 @@ def same_origin(origin: str, host: str, scheme: str) -> bool:
     return theirs is not None and theirs == ours
 
 
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-
-
-class CsrfMiddleware(ASGIMiddleware):
+class CsrfMiddleware(Layer):
     """415 for a body that is not JSON; 403 for a cross-site change to an open server.
 
     ``is_open`` says whether no API key is configured right now (asked per request, so a
@@ -110,8 +112,6 @@ class CsrfMiddleware(ASGIMiddleware):
     to media types that route accepts besides JSON (a handler may also name them in its
     ``opt["hyperqueue_accept"]``).
     """
-
-    scopes = (ScopeType.HTTP,)
 
     def __init__(
         self,
@@ -126,76 +126,75 @@ class CsrfMiddleware(ASGIMiddleware):
             route: tuple(_media(t) for t in types) for route, types in (accept or {}).items()
         }
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        method = str(scope.get("method", "GET"))
-        headers = _headers(scope)
-        rebound = _rebound(scope, headers) if self.is_open() else None
+    async def enter(self, call: Call) -> Entry:
+        scope, method = call.scope, call.method
+        is_open = self.is_open()
+        rebound = _rebound(scope) if is_open else None
         if rebound is not None:
-            self._publish(CrossSiteRefused, scope, method, rebound)
+            self._publish(CrossSiteRefused, call, rebound)
             await send_json(
-                send,
+                call.send,
                 403,
                 f"refused: {rebound}; an open server answers only loopback host names "
                 "(localhost, 127.0.0.1, [::1]), which keeps other sites out (DNS rebinding)",
             )
-            return
-        if method in _CHANGES and self.is_open():
-            why = self._cross_site(scope, headers)
+            return ANSWERED
+        if is_open and method in _CHANGES:
+            why = self._cross_site(scope)
             if why is not None:
-                self._publish(CrossSiteRefused, scope, method, why)
+                self._publish(CrossSiteRefused, call, why)
                 await send_json(
-                    send,
+                    call.send,
                     403,
                     f"cross-site request refused ({why}): this server has no API key, so "
                     "it takes changes only from its own pages and from clients that are "
                     "not browsers (curl, scripts); configure API keys to call it from "
                     "other sites",
                 )
-                return
-        content_type = headers.get("content-type")
-        if content_type is not None and self._accepted(scope, method, content_type):
-            await next_app(scope, receive, send)
-            return
-        length = headers.get("content-length")
+                return ANSWERED
+        content_type = header(scope, b"content-type")
+        if content_type is not None and self._accepted(call, content_type):
+            return None
+        length = header(scope, b"content-length")
         if length is not None:
             has_body = length.strip() not in ("", "0")
         else:  # chunked, or HTTP/2: look at the first part of the body
-            receive, has_body = await _peek(receive)
+            call.receive, has_body = await _peek(call.receive)
         if has_body:
-            accepted = self._types(scope, method)
+            accepted = self._types(call)
             shown = "none" if content_type is None else repr(content_type)
-            self._publish(MediaTypeRefused, scope, method, f"Content-Type {shown} (415)")
+            self._publish(MediaTypeRefused, call, f"Content-Type {shown} (415)")
             await send_json(
-                send,
+                call.send,
                 415,
                 f"unsupported Content-Type {shown}: send the body as {accepted} "
                 "(Content-Type: application/json)",
-                extra={"accepted": [*_JSON_SHOWN, *self._extra(scope, method)]},
+                extra={"accepted": [*_JSON_SHOWN, *self._extra(call)]},
             )
-            return
-        await next_app(scope, receive, send)
+            return ANSWERED
+        return None
 
-    def _extra(self, scope: Scope, method: str) -> tuple[str, ...]:
-        handler = scope.get("route_handler")
+    def _extra(self, call: Call) -> tuple[str, ...]:
+        handler = call.scope.get("route_handler")
         opt = getattr(handler, "opt", None) or {}
-        return (*self.accept.get(f"{method} {route_of(scope)}", ()), *opt.get(ACCEPT_OPT, ()))
+        return (*self.accept.get(f"{call.method} {call.route}", ()), *opt.get(ACCEPT_OPT, ()))
 
-    def _types(self, scope: Scope, method: str) -> str:
-        extra = self._extra(scope, method)
+    def _types(self, call: Call) -> str:
+        extra = self._extra(call)
         return JSON_TYPES + "".join(f" or {t}" for t in extra)
 
-    def _accepted(self, scope: Scope, method: str, content_type: str) -> bool:
-        return is_json(content_type) or _media(content_type) in self._extra(scope, method)
+    def _accepted(self, call: Call, content_type: str) -> bool:
+        return _is_json(content_type) or _media(content_type) in self._extra(call)
 
     @staticmethod
-    def _cross_site(scope: Scope, headers: Mapping[str, str]) -> str | None:
-        site = headers.get("sec-fetch-site", "").strip().lower()
+    def _cross_site(scope: Scope) -> str | None:
+        site = (header(scope, b"sec-fetch-site") or "").strip().lower()
         if site in ("cross-site", "same-site"):
             return f"Sec-Fetch-Site: {site}"
-        origin = headers.get("origin")
+        origin = header(scope, b"origin")
         if origin is None:
             return None
-        host = headers.get("host") or headers.get(":authority")
+        host = header(scope, b"host") or header(scope, b":authority")
         if host is None:
             server = scope.get("server")
             host = f"{server[0]}:{server[1]}" if server else ""
@@ -203,34 +202,48 @@ class CsrfMiddleware(ASGIMiddleware):
             return None
         return f"Origin {origin!r} is not this server ({host})"
 
-    def _publish(self, kind: type[SecurityEvent], scope: Scope, method: str, why: str) -> None:
-        queue = self.queue
+    def _publish(self, kind: type[SecurityEvent], call: Call, why: str) -> None:
+        queue, scope = self.queue, call.scope
         event = kind(
             at=queue.clock.now(),
             client=client_ip(scope),
             actor=actor_of(scope),
-            method=method,
-            route=route_of(scope),
+            method=call.method,
+            route=call.route,
             detail=why,
         )
         publish_refusal(queue, event, scope)
 
 
-def _rebound(scope: Scope, headers: Mapping[str, str]) -> str | None:
+def _rebound(scope: Scope) -> str | None:
     """Why a request to a loopback address names another host, or None."""
     server = scope.get("server")
-    if not server or not is_loopback(str(server[0])):
+    if not server or not _loopback_address(str(server[0])):
         return None
-    host = headers.get("host") or headers.get(":authority")
+    host = header(scope, b"host") or header(scope, b":authority")
     if host is None:
         return None
+    if _loopback_host(host):
+        return None
+    return f"Host {host!r} is not a loopback name"
+
+
+@lru_cache(maxsize=16)
+def _loopback_address(address: str) -> bool:
+    """:func:`is_loopback` of the address a request came in on (a server listens on a
+    few: remembered, not parsed again for every request)."""
+    return is_loopback(address)
+
+
+@lru_cache(maxsize=64)
+def _loopback_host(host: str) -> bool:
+    """Whether a ``Host`` header names a loopback host (the few a client sends are
+    remembered, and any other is refused whatever it is)."""
     try:
         name = urlsplit(f"//{host}").hostname
     except ValueError:
-        name = None
-    if name is not None and is_loopback(name):
-        return None
-    return f"Host {host!r} is not a loopback name"
+        return False
+    return name is not None and is_loopback(name)
 
 
 _JSON_SHOWN = ("application/json", "application/*+json")

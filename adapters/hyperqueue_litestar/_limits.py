@@ -16,15 +16,14 @@ import re
 from collections.abc import Sequence
 from typing import Literal
 
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message
 
 import hyperqueue as hq
 
 from ._audit import publish_refusal
 from ._config import Config, RateLimits
-from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, route_of, send_json
+from ._pipeline import ANSWERED, Call, Entry, Layer
+from ._security import PRINCIPAL, Principal, RateLimited, actor_of, client_ip, send_json
 
 Strategy = Literal["fixed-window", "moving-window", "sliding-window-counter"]
 """The strategies of ``hyperqueue.RateLimiter`` (the ``limits`` library's names)."""
@@ -37,7 +36,7 @@ def _pattern(route: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(route).replace(r"\*", "[^/ ]+") + "$")
 
 
-class RateLimitMiddleware(ASGIMiddleware):
+class RateLimitMiddleware(Layer):
     """Refuse a client's requests over its route's limit; headers on every answer.
 
     ``limits`` (default ``RateLimits()``: 1000/second for any route, 200/second to
@@ -46,8 +45,6 @@ class RateLimitMiddleware(ASGIMiddleware):
     monitoring calls). ``strategy`` is the :class:`~hyperqueue.RateLimiter`'s (default
     ``"fixed-window"``).
     """
-
-    scopes = (ScopeType.HTTP,)
 
     def __init__(
         self,
@@ -63,7 +60,7 @@ class RateLimitMiddleware(ASGIMiddleware):
         self.strategy: Strategy = strategy
         self.limits = limits if limits is not None else RateLimits()
         self.default, self.routes = self._build(self.limits, {})
-        self._chosen: dict[str, hq.RateLimiter] = {}
+        self._chosen: dict[tuple[str, str], hq.RateLimiter] = {}
 
     def _build(
         self, limits: RateLimits, reuse: dict[str, hq.RateLimiter]
@@ -95,20 +92,19 @@ class RateLimitMiddleware(ASGIMiddleware):
 
     def limiter(self, method: str, route: str) -> hq.RateLimiter:
         """The limiter of ``"METHOD /route/template"``: the first matching pattern's."""
-        key = f"{method} {route}"
-        found = self._chosen.get(key)
+        found = self._chosen.get((method, route))
         if found is None:
+            key = f"{method} {route}"
             found = next((lim for pat, lim in self.routes if pat.match(key)), self.default)
-            self._chosen[key] = found
+            if len(self._chosen) < 4096:  # methods come from clients: keep it bounded
+                self._chosen[(method, route)] = found
         return found
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        path = scope["path"]
-        if path.startswith(self.exempt):
-            await next_app(scope, receive, send)
-            return
-        method = str(scope.get("method", "GET"))
-        route = route_of(scope)
+    async def enter(self, call: Call) -> Entry:
+        scope = call.scope
+        if scope["path"].startswith(self.exempt):
+            return None
+        method, route = call.method, call.route
         principal = (scope.get("state") or {}).get(PRINCIPAL)
         client = principal.name if isinstance(principal, Principal) else client_ip(scope)
         limiter = self.limiter(method, route)
@@ -128,19 +124,39 @@ class RateLimitMiddleware(ASGIMiddleware):
                 scope,
             )
             await send_json(
-                send,
+                call.send,
                 429,
                 f"rate limit of {result.limit} requests per {result.window:g} s exceeded "
                 f"for {method} {route}; retry in {headers.get('Retry-After', '?')} s",
                 extra={"limit": result.limit, "window": result.window},
                 headers=headers,
             )
-            return
-        raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            return ANSWERED
+        return _WithHeaders([(_name(k), v.encode()) for k, v in headers.items()])
 
-        async def with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *raw]
-            await send(message)
 
-        await next_app(scope, receive, with_headers)
+_NAMES: dict[str, bytes] = {}
+
+
+def _name(header: str) -> bytes:
+    """A header's name as sent (lower case bytes), made once per name."""
+    name = _NAMES.get(header)
+    if name is None:
+        name = _NAMES[header] = header.lower().encode()
+    return name
+
+
+class _WithHeaders:
+    """Adds the ``RateLimit-*`` headers to the answer."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def seen(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *self.raw]
+
+    def close(self) -> None:
+        pass

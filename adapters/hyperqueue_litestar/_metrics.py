@@ -33,10 +33,8 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar, Response, get
 from litestar.config.app import AppConfig
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
 from litestar.plugins import InitPlugin
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Message
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -51,7 +49,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import hyperqueue as hq
 
 from ._config import Config
-from ._security import SlowRequest, route_of
+from ._pipeline import Call, Layer
+from ._security import SlowRequest
 
 __all__ = ["Metrics"]
 
@@ -152,6 +151,10 @@ class Metrics(InitPlugin):
             buckets=_JOB_BUCKETS,
             registry=self.registry,
         )
+        # the children of each (method, route, status) seen, resolved once: counting an
+        # answer is then one dict lookup and no label tuple per request
+        self._children: dict[tuple[str, str, int], _Children] = {}
+        self._durations: dict[tuple[str, str], Histogram] = {}  # by task and status
         self._collector = _QueueCollector(self)
         self.registry.register(self._collector)
         # hyperqueue_process_resident_memory_bytes, ..._cpu_seconds_total, ..._open_fds and
@@ -195,9 +198,11 @@ class Metrics(InitPlugin):
     def _job_finished(self, event: hq.JobCompleted | hq.JobFailed) -> None:
         job = event.job
         if job.started_at is not None and job.finished_at is not None:
-            self.job_durations.labels(job.task, job.status.value).observe(
-                max(job.finished_at - job.started_at, 0.0)
-            )
+            key = (job.task, job.status.value)
+            child = self._durations.get(key)
+            if child is None:
+                child = self._durations[key] = self.job_durations.labels(*key)
+            child.observe(max(job.finished_at - job.started_at, 0.0))
 
     async def refresh(self) -> None:
         """Read the queue's figures now (called by each scrape)."""
@@ -212,13 +217,18 @@ class Metrics(InitPlugin):
     ) -> None:
         """Count one answer. A ``streaming`` one (Server-Sent Events) lasts as long as
         its client stays: it is counted, but neither timed nor ever slow."""
-        status_label = str(status)
-        self.requests.labels(method, route, status_label).inc()
-        if status >= 500:
-            self.errors.labels(method, route, status_label).inc()
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = self._resolve(method, route, status)
+            if len(self._children) < 4096:  # methods come from clients: keep it bounded
+                self._children[(method, route, status)] = children
+        requests, durations, errors = children
+        requests.inc()
+        if errors is not None:
+            errors.inc()
         if streaming:
             return
-        self.durations.labels(method, route, status_label).observe(seconds)
+        durations.observe(seconds)
         ms = seconds * 1000.0
         if ms > self.slow_request_ms:
             self.slow.labels(method, route).inc()
@@ -250,39 +260,57 @@ class Metrics(InitPlugin):
                     )
                 )
 
+    def _resolve(self, method: str, route: str, status: int) -> _Children:
+        label = str(status)
+        return (
+            self.requests.labels(method, route, label),
+            self.durations.labels(method, route, label),
+            self.errors.labels(method, route, label) if status >= 500 else None,
+        )
 
-class _MetricsMiddleware(ASGIMiddleware):
-    scopes = (ScopeType.HTTP,)
+
+_Children = tuple[Counter, Histogram, Counter | None]
+
+
+class _MetricsMiddleware(Layer):
+    """Times every request and counts its answer (the first layer: refusals by the
+    others are counted too)."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        metrics = self.metrics
-        now = metrics.clock.now
-        started = now()
-        status = 500
-        streaming = False
+    async def enter(self, call: Call) -> _Timed:
+        return _Timed(self.metrics, call)
 
-        async def watch(message: Message) -> None:
-            nonlocal status, streaming
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", ()):
-                    if name.lower() == b"content-type":
-                        streaming = value.startswith(b"text/event-stream")
-            await send(message)
 
-        try:
-            await next_app(scope, receive, watch)
-        finally:
-            metrics.observe(
-                str(scope.get("method", "GET")),
-                route_of(scope),
-                status,
-                now() - started,
-                streaming=streaming,
-            )
+class _Timed:
+    """One request being timed: its status and whether it is an event stream."""
+
+    __slots__ = ("call", "metrics", "started", "status", "streaming")
+
+    def __init__(self, metrics: Metrics, call: Call) -> None:
+        self.metrics = metrics
+        self.call = call
+        self.started = metrics.clock.now()
+        self.status = 500
+        self.streaming = False
+
+    def seen(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            for name, value in message.get("headers", ()):
+                if name.lower() == b"content-type":
+                    self.streaming = value.startswith(b"text/event-stream")
+
+    def close(self) -> None:
+        metrics, call = self.metrics, self.call
+        metrics.observe(
+            call.method,
+            call.route,
+            self.status,
+            metrics.clock.now() - self.started,
+            streaming=self.streaming,
+        )
 
 
 def families(text: str) -> Sequence[str]:

@@ -16,11 +16,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Literal
 
 import msgspec
-from litestar import Litestar, Router
+from litestar import Litestar, Request, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
+from litestar.handlers import HTTPRouteHandler
 from litestar.plugins import InitPlugin
-from litestar.types import ControllerRouterHandler, Guard, Middleware
+from litestar.types import BeforeRequestHookHandler, ControllerRouterHandler, Guard, Middleware
 
 import hyperqueue as hq
 
@@ -29,13 +30,15 @@ from ._csrf import CsrfMiddleware
 from ._dashboard import dashboard_api_routes, dashboard_page_routes
 from ._errors import exception_handlers
 from ._health import health_routes, standard_checks
+from ._lane import SubmitLane
+from ._pipeline import Layer
 from ._request_limits import (
     DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_HEADERS,
     HeaderLimitsMiddleware,
 )
 from ._route_access import RouteAccessMiddleware
-from ._routes import api_routes
+from ._routes import Submit, api_routes
 from ._schemas import JobTemplate
 from ._sse import EventStreams
 
@@ -76,7 +79,10 @@ class HyperqueuePlugin(InitPlugin):
     - ``dashboard`` (True): the live web dashboard at ``/dashboard`` (its shell and
       assets need no key; its data comes from the API with the caller's key), with
       ``GET {api_prefix}/workers`` and ``GET {api_prefix}/session`` under ``guards``.
-    - ``guards``: Litestar guards for the API routes (not health);
+    - ``guards``: Litestar guards for the API routes (not health; when the only one is an
+      :class:`~._auth.Auth`'s guard, it runs as the API router's before-request hook,
+      where Litestar would have called it, without a copy of the route handler per
+      request);
       ``middleware`` and ``route_handlers``: added to the app.
 
     The front door, in front of the host's middleware, for every route of the app:
@@ -108,6 +114,7 @@ class HyperqueuePlugin(InitPlugin):
         "health",
         "health_max_age",
         "health_path",
+        "lane",
         "lease",
         "max_body_size",
         "max_memory_bytes",
@@ -203,6 +210,7 @@ class HyperqueuePlugin(InitPlugin):
             accept={f"PUT {self.api_prefix}/config": ("application/toml",)},
         )
         self.access = RouteAccessMiddleware(self.auth, private=private)
+        self.lane: SubmitLane | None = None  # built with the routes
         self.worker: hq.Worker | None = None
         self.ready = False
         self.started_at = queue.clock.now()
@@ -225,12 +233,27 @@ class HyperqueuePlugin(InitPlugin):
         app_config.exception_handlers = {**exception_handlers(), **app_config.exception_handlers}
         app_config.middleware[:0] = [self.header_limits, self.csrf, self.access]
         app_config.middleware.extend(self.middleware)
+        guards, before_request = self._api_checks()
+        submit = Submit(queue, self.modes)
+        routes = api_routes(queue, self.modes, self.streams.route(self.modes), submit)
+        self.lane = SubmitLane(
+            submit,
+            route=f"{self.api_prefix}/jobs",
+            handler=next(
+                r.fn
+                for r in routes
+                if isinstance(r, HTTPRouteHandler) and r.operation_id == "submitJob"
+            ),
+            auth=self.auth,
+            check=before_request,
+        )
         app_config.route_handlers.extend(
             [
                 Router(
                     path=self.api_prefix,
-                    route_handlers=api_routes(queue, self.modes, self.streams.route(self.modes)),
-                    guards=self.guards,
+                    route_handlers=routes,
+                    guards=guards,
+                    before_request=before_request,
                     tags=["jobs"],
                     request_max_body_size=self.max_body_size,
                 ),
@@ -252,6 +275,27 @@ class HyperqueuePlugin(InitPlugin):
                 ]
             )
         return app_config
+
+    def _api_checks(self) -> tuple[list[Guard], BeforeRequestHookHandler | None]:
+        """The API routes' guards, and a before-request hook that does their work when
+        the only guard is the auth's: Litestar hands each guard a copy of the route
+        handler (an object of some fifty attributes) on every request, which cost more
+        than the check itself. The hook runs where the guard did for these routes: after
+        the middleware and the app's own guards, before the body is read (a request
+        without a key gets its 401 whatever its body), its refusal answered by the
+        route's exception handlers. The app's own before-request hook, which the
+        router's would otherwise hide, runs after it."""
+        auth = self.auth
+        if auth is None or not self.guards or any(g is not auth.guard for g in self.guards):
+            return self.guards, None
+        check = auth.check
+
+        async def before_request(request: Request[Any, Any, Any]) -> Any:
+            await check(request, request.route_handler)
+            hook = request.app.before_request
+            return None if hook is None else await hook(request)
+
+        return [], before_request
 
     @asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -279,6 +323,11 @@ class HyperqueuePlugin(InitPlugin):
                 self.ready = False
                 self.streams.close_all()
         self.worker = None
+
+    def innermost(self) -> list[Layer]:
+        """Layers to run after every other middleware of the app, right before the
+        routes: the submission's fast lane (``create_app`` puts it there)."""
+        return [] if self.lane is None else [self.lane]
 
     def _is_open(self) -> bool:
         return self.auth is None or self.auth.open

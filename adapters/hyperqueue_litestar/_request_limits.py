@@ -9,15 +9,12 @@ with the API's JSON error body.
 
 from __future__ import annotations
 
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
-
 import hyperqueue as hq
 
 from ._audit import publish_refusal
 from ._config import Config
-from ._security import SecurityEvent, actor_of, client_ip, route_of, send_json
+from ._pipeline import ANSWERED, Call, Entry, Layer
+from ._security import SecurityEvent, actor_of, client_ip, send_json
 
 __all__ = [
     "DEFAULT_MAX_HEADERS",
@@ -37,12 +34,10 @@ DEFAULT_MAX_HEADER_BYTES = 65_536
 """Bytes of request line and headers allowed by default (64 KiB)."""
 
 
-class HeaderLimitsMiddleware(ASGIMiddleware):
+class HeaderLimitsMiddleware(Layer):
     """431 for more than ``max_headers`` headers (default 100), or for a request line and
     headers over ``max_header_bytes`` (default 65,536) together; :meth:`apply` takes both
     from ``config.server``."""
-
-    scopes = (ScopeType.HTTP,)
 
     def __init__(
         self,
@@ -61,40 +56,46 @@ class HeaderLimitsMiddleware(ASGIMiddleware):
         self.max_headers = config.server.max_headers
         self.max_header_bytes = config.server.max_header_bytes
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        headers = list(scope["headers"])
+    async def enter(self, call: Call) -> Entry:
+        scope = call.scope
+        headers = scope["headers"]
+        if not isinstance(headers, list):
+            headers = list(headers)
         if len(headers) > self.max_headers:
-            self._refused(scope, f"{len(headers)} headers")
+            self._refused(call, f"{len(headers)} headers")
             await send_json(
-                send,
+                call.send,
                 431,
                 f"{len(headers)} request headers: the limit is {self.max_headers}",
                 extra={"max_headers": self.max_headers},
             )
-            return
+            return ANSWERED
         size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + 16
-        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        size += 4 * len(headers)
+        for name, value in headers:
+            size += len(name) + len(value)
         if size > self.max_header_bytes:
-            self._refused(scope, f"a head of about {size} bytes")
+            self._refused(call, f"a head of about {size} bytes")
             await send_json(
-                send,
+                call.send,
                 431,
                 f"request line and headers of about {size} bytes: the limit is "
                 f"{self.max_header_bytes}",
                 extra={"max_header_bytes": self.max_header_bytes},
             )
-            return
-        await next_app(scope, receive, send)
+            return ANSWERED
+        return None
 
-    def _refused(self, scope: Scope, what: str) -> None:
+    def _refused(self, call: Call, what: str) -> None:
+        scope = call.scope
         publish_refusal(
             self.queue,
             HeadersRefused(
                 at=self.queue.clock.now(),
                 client=client_ip(scope),
                 actor=actor_of(scope),
-                method=str(scope.get("method", "GET")),
-                route=route_of(scope),
+                method=call.method,
+                route=call.route,
                 detail=f"{what}: over the limits (431)",
             ),
             scope,

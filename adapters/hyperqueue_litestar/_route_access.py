@@ -22,11 +22,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from litestar.connection import ASGIConnection
-from litestar.enums import ScopeType
-from litestar.middleware import ASGIMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar.types import Scope
 
 from ._config import Config
+from ._pipeline import Call, Entry, Layer
 
 if TYPE_CHECKING:
     from ._auth import Auth
@@ -34,11 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["RouteAccessMiddleware"]
 
 
-class RouteAccessMiddleware(ASGIMiddleware):
+class RouteAccessMiddleware(Layer):
     """Auth for ``OPTIONS`` and for the path prefixes in ``private`` (``/metrics``,
     ``/schema`` when configured so), when ``auth`` has keys."""
-
-    scopes = (ScopeType.HTTP,)
 
     def __init__(
         self,
@@ -59,19 +56,22 @@ class RouteAccessMiddleware(ASGIMiddleware):
         paths = {self.metrics_path: config.metrics.public, self.schema_path: config.openapi.public}
         self.private = tuple(path for path, public in paths.items() if not public)
 
-    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+    async def enter(self, call: Call) -> Entry:
         auth = self.auth
-        if auth is not None and not auth.open and self._needs_key(scope):
+        if auth is not None and not auth.open and self._needs_key(call):
+            scope = call.scope
             handler: Any = scope.get("route_handler")
-            await auth.check(ASGIConnection(scope, receive, send), handler)
-        await next_app(scope, receive, send)
+            await auth.check(ASGIConnection(scope, call.receive, call.send), handler)
+        return None
 
-    def _needs_key(self, scope: Scope) -> bool:
-        path = str(scope.get("path", ""))
-        if any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.private):
-            return True
-        if scope.get("method") != "OPTIONS":
+    def _needs_key(self, call: Call) -> bool:
+        if self.private:
+            path = str(call.scope.get("path", ""))
+            if any(path == p or path.startswith(p.rstrip("/") + "/") for p in self.private):
+                return True
+        if call.method != "OPTIONS":
             return False
+        scope: Scope = call.scope
         app: Any = scope.get("app")
         if getattr(app, "cors_config", None) is not None:
             preflight = any(

@@ -13,7 +13,7 @@ from litestar import Response, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, QueryParameter
-from litestar.types import ControllerRouterHandler
+from litestar.types import ControllerRouterHandler, Scope
 
 import hyperqueue as hq
 from hyperqueue import Operation
@@ -35,7 +35,7 @@ from ._search_routes import search_routes
 from ._worker_routes import worker_routes
 from ._workflow_routes import workflow_routes
 
-__all__ = ["MAX_DEPTH", "api_routes"]
+__all__ = ["LANE_FAILED", "MAX_DEPTH", "Submit", "api_routes"]
 
 MAX_DEPTH = 32
 """How deeply arguments may nest (lists and objects inside each other)."""
@@ -96,7 +96,12 @@ def _submission(body: JobRequest) -> hq.Submission:
     )
 
 
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""The types of flat arguments (a decoded JSON body has exactly these, no subclass)."""
+
+
+def _flat(args: list[Any]) -> bool:
+    return _SCALARS.issuperset(map(type, args))
 
 
 def _plain(body: JobRequest) -> bool:
@@ -114,11 +119,42 @@ def _plain(body: JobRequest) -> bool:
         and body.max_rescues is None
         and body.template is None
         and not body.kwargs  # (``**kwargs`` could collide with the call's own names)
-        and all(isinstance(a, _SCALARS) for a in body.args)
+        and _flat(body.args)
     )
 
 
 _REFUSALS = (hq.UnknownTask, hq.ArgumentError, hq.OptionError)
+
+LANE_FAILED = "hyperqueue.lane_failed"
+"""Key in ``scope["state"]``: the exception the submission's fast lane met doing this
+request's work (see :mod:`._lane`), for the handler to raise instead of doing it again."""
+
+
+class Submit:
+    """What ``POST /jobs`` does with a body, shared by its handler and its fast lane:
+    the job and the status to answer (201 created, 200 when its key was seen)."""
+
+    __slots__ = ("modes", "queue", "tasks")
+
+    def __init__(self, queue: hq.Queue, modes: hq.ModeController) -> None:
+        self.queue = queue
+        self.modes = modes
+        self.tasks = queue.tasks
+
+    async def __call__(self, data: JobRequest) -> tuple[hq.Job, int]:
+        self.modes.check(Operation.SUBMIT)
+        if _plain(data):  # the hot path: the task's defaults, one storage call
+            task = self.tasks.get(data.task)
+            if task is None:
+                raise hq.UnknownTask(data.task, tuple(self.tasks))
+            return await task.enqueue(*data.args), 201
+        [result] = await self.queue.enqueue_many([_submission(data)])
+        return result.job, 201 if result.created else 200
+
+    @staticmethod
+    def plain(data: JobRequest) -> bool:
+        """Whether ``data`` takes the hot path (see ``_plain``)."""
+        return _plain(data)
 
 
 async def _enqueue_batch(
@@ -154,11 +190,15 @@ def _queue_figures(stats: hq.QueueStats, paused: set[str]) -> QueueFigures:
 
 
 def api_routes(
-    queue: hq.Queue, modes: hq.ModeController, events: HTTPRouteHandler
+    queue: hq.Queue,
+    modes: hq.ModeController,
+    events: HTTPRouteHandler,
+    submit: Submit | None = None,
 ) -> list[ControllerRouterHandler]:
     """The API's route handlers over ``queue``, filtered by ``modes``; ``events`` is the
-    event stream's route."""
-    tasks = queue.tasks
+    event stream's route, ``submit`` what ``POST /jobs`` does (shared with its fast
+    lane)."""
+    do_submit = submit if submit is not None else Submit(queue, modes)
 
     @post(
         "/jobs",
@@ -167,15 +207,13 @@ def api_routes(
         description="201 with the new job; 200 with the existing job when its key was seen.",
         responses=_errors(422, 503),
     )
-    async def submit_job(data: JSONBody[JobRequest]) -> Response[hq.Job]:
-        modes.check(Operation.SUBMIT)
-        if _plain(data):  # the hot path: the task's defaults, one storage call
-            task = tasks.get(data.task)
-            if task is None:
-                raise hq.UnknownTask(data.task, tuple(tasks))
-            return Response(await task.enqueue(*data.args), status_code=201)
-        [result] = await queue.enqueue_many([_submission(data)])
-        return Response(result.job, status_code=201 if result.created else 200)
+    async def submit_job(data: JSONBody[JobRequest], scope: Scope) -> Response[hq.Job]:
+        state = scope.get("state")
+        failed = state.pop(LANE_FAILED, None) if state else None
+        if failed is not None:  # the fast lane did the work and met this: answer it
+            raise failed
+        job, status = await do_submit(data)
+        return Response(job, status_code=status)
 
     @post(
         "/jobs/batch",

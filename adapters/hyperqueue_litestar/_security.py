@@ -26,6 +26,7 @@ __all__ = [
     "SlowRequest",
     "SuspiciousActivity",
     "client_ip",
+    "header",
     "send_json",
 ]
 
@@ -110,6 +111,16 @@ class SlowRequest(Event, frozen=True, kw_only=True, tag="http.slow_request"):
 def client_ip(scope: Scope) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """The request header ``name`` (lower case), its last value if sent more than once,
+    else ``None``; read from the raw headers, with no mapping built for the request."""
+    found: bytes | None = None
+    for key, value in scope["headers"]:
+        if key == name or (len(key) == len(name) and key.lower() == name):
+            found = value
+    return None if found is None else found.decode("latin-1")
 
 
 def actor_of(scope: Scope) -> Actor:

@@ -65,6 +65,17 @@ async def test_audit_records_are_kept_in_order_and_paged(dsn: str) -> None:
         assert rest.next_after is None
 
 
+async def test_a_batch_of_records_is_kept_whole_and_in_order(dsn: str) -> None:
+    async with PostgresAuditSink(dsn) as sink:
+        await sink.write(record(0))
+        await sink.write_many([record(n) for n in range(1, 301)])
+        page = await sink.read(limit=1000)
+    assert [r.resource for r in page.items] == [f"job:{n}" for n in range(301)]
+    assert [r.seq for r in page.items] == sorted(r.seq for r in page.items)
+    assert page.items[-1].actor == record(300).actor
+    assert page.items[-1].metadata == {"n": 300}
+
+
 async def test_config_versions_are_shared_and_never_collide(dsn: str) -> None:
     async with ConfigStore(dsn) as one, ConfigStore(dsn) as two:
         assert await one.fetch_latest() is None
