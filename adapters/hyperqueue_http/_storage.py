@@ -354,20 +354,42 @@ class HttpStorage:
     async def backlog(self) -> builtins.list[hq.TaskBacklog]:
         return await self._call(builtins.list[hq.TaskBacklog], "GET", "/storage/backlog")
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[hq.StoredEvent]:
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> builtins.list[hq.StoredEvent]:
         """Entries of the server's event log. With a key that may not read it (a
         ``worker`` key) the log reads as empty, once refused: a worker queue's event
-        relay then asks no more (every refusal would be an audit record)."""
+        relay then asks no more (every refusal would be an audit record).
+
+        The server's route has no origin filter, so ``skip_origin`` is applied here,
+        page after page until ``limit`` entries are kept or a page comes back short (the
+        end of the log): fewer than ``limit`` then means none left, as the protocol
+        says."""
         if self._log_forbidden:
             return []
-        params = {"after": after, "limit": max(1, min(limit, _CHUNK))}
         try:
-            return await self._call(
-                builtins.list[hq.StoredEvent], "GET", "/storage/events", params=params
-            )
+            if skip_origin is None:
+                return await self._events(after, max(1, min(limit, _CHUNK)))
+            kept: builtins.list[hq.StoredEvent] = []
+            while True:
+                page = await self._events(after, _CHUNK)
+                for entry in page:
+                    if entry.origin != skip_origin:
+                        kept.append(entry)
+                        if len(kept) >= limit:
+                            return kept
+                if len(page) < _CHUNK:
+                    return kept
+                after = page[-1].id
         except Forbidden:
             self._forbid_log()
             return []
+
+    async def _events(self, after: int, limit: int) -> builtins.list[hq.StoredEvent]:
+        params = {"after": after, "limit": limit}
+        return await self._call(
+            builtins.list[hq.StoredEvent], "GET", "/storage/events", params=params
+        )
 
     async def last_event_id(self) -> int:
         if self._log_forbidden:

@@ -51,6 +51,12 @@ _READ = (
     f"SELECT e.id, e.type, e.at, e.origin, {prefixed('j')} FROM hq_job_events AS e "
     "JOIN hq_jobs AS j ON j.id = e.job_id WHERE e.id > $1 ORDER BY e.id LIMIT $2"
 )
+# the origin is tested on the log's row, before the job's row is joined and sent
+_READ_OTHERS = (
+    f"SELECT e.id, e.type, e.at, e.origin, {prefixed('j')} FROM hq_job_events AS e "
+    "JOIN hq_jobs AS j ON j.id = e.job_id WHERE e.id > $1 AND e.origin <> $3 "
+    "ORDER BY e.id LIMIT $2"
+)
 
 
 async def sequence(conn: Any) -> None:
@@ -63,10 +69,16 @@ async def sequence(conn: Any) -> None:
         await conn.execute(_ASSIGN)
 
 
-async def read_events(conn: Any, after: int, limit: int) -> list[StoredEvent]:
-    """Entries after ``after``, each with its job as stored now."""
+async def read_events(
+    conn: Any, after: int, limit: int, skip_origin: str | None = None
+) -> list[StoredEvent]:
+    """Entries after ``after`` (but those of ``skip_origin``), each with its job as
+    stored now."""
     await sequence(conn)
-    rows = await conn.fetch(_READ, after, limit)
+    if skip_origin is None:
+        rows = await conn.fetch(_READ, after, limit)
+    else:
+        rows = await conn.fetch(_READ_OTHERS, after, limit, skip_origin)
     return [
         StoredEvent(id=row[0], type=row[1], at=row[2], origin=row[3], job=job_from_row(row, 4))
         for row in rows

@@ -661,8 +661,10 @@ class PostgresStorage:
     async def backlog(self) -> builtins.list[TaskBacklog]:
         return await self._run("reading the backlog", _sql.backlog)
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
-        return await self._run("reading events", _events.read_events, after, limit)
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> builtins.list[StoredEvent]:
+        return await self._run("reading events", _events.read_events, after, limit, skip_origin)
 
     async def last_event_id(self) -> int:
         return await self._run("reading events", _events.last_event_id)

@@ -685,12 +685,22 @@ _READ_EVENTS = (
     f"SELECT e.id, e.type, e.at, e.origin, {_JOB_COLUMNS} FROM job_events AS e "
     "JOIN jobs AS j ON j.id = e.job_id WHERE e.id > ? ORDER BY e.id LIMIT ?"
 )
+# the origin is tested on the log's row, before the job's row is looked up and decoded
+_READ_OTHERS_EVENTS = (
+    f"SELECT e.id, e.type, e.at, e.origin, {_JOB_COLUMNS} FROM job_events AS e "
+    "JOIN jobs AS j ON j.id = e.job_id WHERE e.id > ? AND e.origin <> ? ORDER BY e.id LIMIT ?"
+)
 
 
-def read_events(conn: Connection, after: int, limit: int) -> list[StoredEvent]:
-    """Entries after ``after``, each with its job as stored now (entries of jobs that
-    retention deleted are left out)."""
-    rows = conn.execute(_READ_EVENTS, (after, limit)).fetchall()
+def read_events(
+    conn: Connection, after: int, limit: int, skip_origin: str | None = None
+) -> list[StoredEvent]:
+    """Entries after ``after`` (but those of ``skip_origin``), each with its job as
+    stored now (entries of jobs that retention deleted are left out)."""
+    if skip_origin is None:
+        rows = conn.execute(_READ_EVENTS, (after, limit)).fetchall()
+    else:
+        rows = conn.execute(_READ_OTHERS_EVENTS, (after, skip_origin, limit)).fetchall()
     return [
         StoredEvent(id=row[0], type=row[1], at=row[2], origin=row[3], job=job_from_row(row[4:]))
         for row in rows

@@ -545,8 +545,10 @@ class SQLiteStorage:
     async def workers(self, *, now: float) -> builtins.list[WorkerInfo]:
         return await self._read(_sql.workers, now)
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
-        return await self._read(_sql.read_events, after, limit)
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> builtins.list[StoredEvent]:
+        return await self._read(_sql.read_events, after, limit, skip_origin)
 
     async def last_event_id(self) -> int:
         return await self._read(_sql.last_event_id)

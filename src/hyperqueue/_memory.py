@@ -1138,11 +1138,13 @@ class MemoryStorage:
                 earliest = when
         return earliest
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> builtins.list[StoredEvent]:
         self._logging = True
         log = self._log
-        if not log or after >= log[-1].id:
-            return []
+        if not log or after >= log[-1].id or skip_origin == self.origin:
+            return []  # (this object wrote every entry: skipping its origin skips all)
         start = max(after + 1 - log[0].id, 0)
         origin = self.origin
         return [

@@ -100,6 +100,8 @@ def _seconds(option: str, value: float | None, *, positive: bool = False) -> flo
 
 T = TypeVar("T")
 _log = logging.getLogger("hyperqueue.queue")
+_RELAY_BATCH = 1000
+"""Most entries of other processes the event relay reads in one round."""
 
 
 class _Filters(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -1134,7 +1136,15 @@ class Queue:
     async def _relay(self) -> None:
         """Publish other processes' job events on this queue's bus, and wake local
         waiters of jobs they finished (entries this storage object wrote were published
-        when they were made)."""
+        when they were made).
+
+        Each round asks for the newest id, and reads only when it moved, leaving this
+        storage's own entries out in the backend (in a process that writes most of the
+        log, reading them back and decoding them only to drop them was most of the
+        relay's cost). A read that came back short covered every entry up to the newest
+        id taken before it, so the next round starts there: own entries are passed
+        over once, never rescanned, and nothing committed is missed (see
+        :meth:`~hyperqueue.abc.Storage.read_events`)."""
         storage = self.storage
         if isinstance(storage, MemoryStorage):  # only this process writes to it
             return
@@ -1145,17 +1155,26 @@ class Queue:
             if not (self.events.active or self._waiters):
                 after = None
                 continue
-            if after is None:
-                after = await _quietly(storage.last_event_id(), 0)
+            newest = await _quietly(storage.last_event_id(), None)
+            if newest is None or newest == after:  # a failed read, or nothing new
                 continue
-            for entry in await _quietly(storage.read_events(after=after, limit=1000), []):
-                after = entry.id
-                if entry.origin == origin:
-                    continue
+            if after is None or newest < after:  # start at the live end (of a new log)
+                after = newest
+                continue
+            batch = await _quietly(
+                storage.read_events(after=after, limit=_RELAY_BATCH, skip_origin=origin), None
+            )
+            if batch is None:
+                continue
+            for entry in batch:
                 if entry.job.status.is_final:
                     self._job_final(entry.job)
                 if self.events.active:
                     self.events.publish(job_event(entry))
+            if len(batch) == _RELAY_BATCH:
+                after = batch[-1].id
+            else:
+                after = max(newest, batch[-1].id) if batch else newest
 
     async def _read_backlog(self) -> None:
         """Read the pending jobs per queue for the depth and lag gauges, every

@@ -229,8 +229,20 @@ class Storage(Protocol):
         """Pending jobs per queue and task (the tasks that have any)."""
         ...
 
-    async def read_events(self, *, after: int, limit: int = 1000) -> builtins.list[StoredEvent]:
-        """Entries of the event log with an id above ``after``, oldest first."""
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> builtins.list[StoredEvent]:
+        """Entries of the event log with an id above ``after``, oldest first: the first
+        ``limit`` of them whose ``origin`` is not ``skip_origin``.
+
+        ``skip_origin`` lets a process read only what others wrote (its queue's event
+        relay passes its own :attr:`origin`) without the backend decoding the entries it
+        leaves out. The filter comes before the limit, so fewer than ``limit`` entries
+        means there were no more when the read began: a reader that took
+        :meth:`last_event_id` first may then resume after that id, past the entries it
+        skipped (an id at or below a returned :meth:`last_event_id` is never given to a
+        later entry).
+        """
         ...
 
     async def last_event_id(self) -> int:

@@ -720,6 +720,18 @@ class StorageContract(
         assert await storage.read_events(after=ids[4], limit=2) == entries[5:7]
         assert await storage.read_events(after=ids[-1]) == []
 
+    async def test_a_read_skipping_an_origin_leaves_out_its_entries_only(
+        self, storage: Storage, make: _Maker
+    ) -> None:
+        start = await storage.last_event_id()
+        await storage.enqueue([make() for _ in range(5)], now=T0, key_ttl=None)
+        entries = await storage.read_events(after=start)
+        assert len(entries) == 5
+        assert await storage.read_events(after=start, skip_origin=storage.origin) == []
+        assert await storage.read_events(after=start, skip_origin="another") == entries
+        others = await storage.read_events(after=entries[1].id, limit=2, skip_origin="another")
+        assert others == entries[2:4]
+
     async def test_a_refused_finish_writes_no_event(self, storage: Storage, make: _Maker) -> None:
         await storage.enqueue([make()], now=T0, key_ttl=None)
         [job] = await _claim(storage)

@@ -76,3 +76,25 @@ async def test_a_long_poll_whose_client_left_claims_nothing(
     await anyio.sleep(0.3)
     stored = await server_storage.get("j1")
     assert stored is not None and stored.status is hq.JobStatus.PENDING and stored.token == 0
+
+
+async def test_a_read_skipping_an_origin_pages_through_the_log(
+    server_url: str, server_storage: FreshStorage
+) -> None:
+    """The server's route has no origin filter and answers at most 1,000 entries: the
+    client filters, and reads page after page until it has ``limit`` entries or reached
+    the end, so a short answer still means nothing is left (what a relay relies on)."""
+    jobs = [hq.Job(id=f"{n:05d}", task="t", created_at=0.0, run_at=0.0) for n in range(2500)]
+    assert await server_storage.inner.last_event_id() == 0  # (starts its event log)
+    await server_storage.inner.enqueue(jobs, now=0.0, key_ttl=None)
+    storage = HttpStorage(server_url)
+    try:
+        await storage.open()
+        first = await storage.read_events(after=0, limit=1500, skip_origin="another")
+        assert [e.job.id for e in first] == [job.id for job in jobs[:1500]]
+        rest = await storage.read_events(after=first[-1].id, limit=5000, skip_origin="another")
+        assert [e.job.id for e in rest] == [job.id for job in jobs[1500:]]
+        assert await storage.read_events(after=0, skip_origin=storage.origin) == []
+        assert len(await storage.read_events(after=0, limit=5000)) == 1000  # unchanged
+    finally:
+        await storage.aclose()

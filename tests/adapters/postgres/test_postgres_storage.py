@@ -238,6 +238,30 @@ async def test_an_event_committed_later_is_not_skipped_by_a_reader(
     assert await other.last_event_id() == later[0].id
 
 
+async def test_a_relay_resuming_after_the_newest_id_misses_no_later_commit(
+    storage: PostgresStorage, other: PostgresStorage, pg_dsn: str
+) -> None:
+    """A queue's relay reads only other origins' entries and, after a short read, resumes
+    after the newest id it took first (past its own entries): an entry of another
+    process that commits after that still gets a larger id, so it is read next."""
+    start = await storage.last_event_id()
+    slow, mine = make(), make()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await other.enqueue([slow], now=T0, key_ttl=None, connection=conn)  # written first
+        await storage.enqueue([mine], now=T0, key_ttl=None)  # its own, committed first
+        newest = await storage.last_event_id()
+        assert newest > start
+        assert await storage.read_events(after=start, skip_origin=storage.origin) == []
+        await tx.commit()
+    finally:
+        await conn.close()
+    [late] = await storage.read_events(after=newest, skip_origin=storage.origin)
+    assert late.job.id == slow.id and late.origin == other.origin and late.id > newest
+
+
 # -- many processes on one database ------------------------------------------------------
 
 

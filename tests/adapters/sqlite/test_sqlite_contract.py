@@ -5,14 +5,22 @@ from pathlib import Path
 
 import pytest
 
-from hyperqueue.testing import StorageContract
+from hyperqueue.testing import SharedLogContract, StorageContract
 from hyperqueue_sqlite import SQLiteStorage
 
 
-class TestSQLiteStorage(StorageContract):
+class TestSQLiteStorage(StorageContract, SharedLogContract):
     @pytest.fixture
     async def storage(self, anyio_backend: object, tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
         storage = SQLiteStorage(tmp_path / "jobs.db")
         await storage.open()
         yield storage
         await storage.aclose()
+
+    @pytest.fixture
+    async def sibling(self, storage: SQLiteStorage, tmp_path: Path) -> AsyncIterator[SQLiteStorage]:
+        """A second storage object on the same file, as another process opens it."""
+        other = SQLiteStorage(tmp_path / "jobs.db")
+        await other.open()
+        yield other
+        await other.aclose()

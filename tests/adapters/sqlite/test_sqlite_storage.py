@@ -287,3 +287,70 @@ async def test_a_queue_on_sqlite_publishes_every_transition(storage: SQLiteStora
             await queue.wait(again.id)
     assert seen.count("JobEnqueued") == 2
     assert seen.count("JobStarted") == seen.count("JobCompleted") == 2
+
+
+class _CountingStorage(SQLiteStorage):
+    """A SQLiteStorage recording its event-log reads: (after, skip_origin, ids read)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: list[tuple[int, str | None, list[int]]] = []
+        self.polls = 0
+
+    async def read_events(
+        self, *, after: int, limit: int = 1000, skip_origin: str | None = None
+    ) -> list[hq.StoredEvent]:
+        got = await super().read_events(after=after, limit=limit, skip_origin=skip_origin)
+        self.reads.append((after, skip_origin, [e.id for e in got]))
+        return got
+
+    async def last_event_id(self) -> int:
+        newest = await super().last_event_id()
+        self.polls += 1
+        return newest
+
+
+async def test_two_queues_on_one_file_relay_each_others_events_never_their_own(
+    tmp_path: Path,
+) -> None:
+    """Each queue's bus gets every event of the file once: its own as it makes them, the
+    other's through its relay, which reads only the other's entries and, once it has
+    passed a long run of its own, stops reading until something new is written."""
+    spied = _CountingStorage(tmp_path / "jobs.db")
+    other_storage = _CountingStorage(tmp_path / "jobs.db")
+    mine = hq.Queue(spied, relay_interval=0.005)
+    theirs = hq.Queue(other_storage, relay_interval=0.005)
+    seen: dict[str, list[str]] = {"mine": [], "theirs": []}
+    for name, queue in (("mine", mine), ("theirs", theirs)):
+        queue.events.subscribe(lambda e, name=name: seen[name].append(e.job.id))
+
+        @queue.task(name="t")
+        async def noop() -> None:
+            pass
+
+    def many(n: int) -> list[hq.Submission]:
+        return [hq.Submission(task="t") for _ in range(n)]
+
+    async def until(condition: Any) -> None:
+        with anyio.fail_after(10):
+            while not condition():  # noqa: ASYNC110  (the relays poll the file)
+                await anyio.sleep(0.005)
+
+    async with mine, theirs:
+        await until(lambda: spied.polls > 0 and other_storage.polls > 0)  # at the live end
+        own = [e.job.id for e in await mine.enqueue_many(many(1500))]
+        other = (await theirs.enqueue_many(many(1)))[0].job.id
+        own += [e.job.id for e in await mine.enqueue_many(many(1500))]
+        await until(lambda: other in seen["mine"] and len(seen["theirs"]) == 3001)
+        polls = spied.polls
+        await until(lambda: spied.polls >= polls + 2)  # a round that read, if any
+        reads, polls = len(spied.reads), spied.polls
+        await until(lambda: spied.polls >= polls + 5)
+        assert len(spied.reads) == reads  # its own entries are behind it: no more reads
+    assert sorted(seen["mine"]) == sorted([*own, other])  # each once
+    assert sorted(seen["theirs"]) == sorted([*own, other])
+    assert {skip for _, skip, _ in spied.reads} == {spied.origin}
+    read_ids = [i for _, _, ids in spied.reads for i in ids]
+    assert len(read_ids) == 1  # its relay read back none of its own 3000 entries
+    afters = [after for after, _, _ in spied.reads]
+    assert afters == sorted(afters)
