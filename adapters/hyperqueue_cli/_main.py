@@ -1,9 +1,10 @@
 """The ``hyperqueue`` command.
 
-``serve`` runs the HTTP server with its worker pool (uvicorn, HTTP/1.1 keep-alive),
-in the foreground or with ``--detach`` in the background under a pid file (``stop``
-ends it); ``worker`` runs workers alone. SIGTERM or Ctrl-C drains: the server stops
-taking requests, running jobs finish (within the drain timeout), and the process exits 0.
+``serve`` runs the HTTP server with its worker pool (uvicorn, HTTP/1.1 keep-alive, on
+uvloop when it is installed), in the foreground or with ``--detach`` in the background
+under a pid file (``stop`` ends it); ``worker`` runs workers alone. SIGTERM or Ctrl-C
+drains: the server stops taking requests, running jobs finish (within the drain
+timeout), and the process exits 0.
 
 The operator's commands ask a running server: ``status``, ``health``, ``insights``,
 ``jobs``, ``dlq``, ``queues``, ``keys`` (``status``, ``jobs list|show``, ``dlq list`` and
@@ -301,7 +302,8 @@ def serve(
 
     # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says
     # TCP, and accepted connections inherit it; without it Nagle and delayed ACKs add
-    # about 40 ms to every request on a kept-alive connection
+    # about 40 ms to every request on a kept-alive connection (uvloop sets it on every
+    # TCP connection; asyncio's loop is what runs without uvloop, and under hypercorn)
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -354,7 +356,12 @@ def _serve_on(
     loopback: bool,
     server_kind: str,
 ) -> None:
-    """Run the server on the bound socket until a signal drains it."""
+    """Run the server on the bound socket until a signal drains it.
+
+    uvicorn runs on its own loop set-up (``loop="auto"``, as ``uvicorn.run`` does): uvloop
+    when installed (``uvicorn[standard]`` brings it), else asyncio's loop; the start-up
+    lines name the loop that runs.
+    """
     import uvicorn
 
     plugin = plan.plugin
@@ -384,13 +391,15 @@ def _serve_on(
             super().handle_exit(sig, frame)
 
         async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-            self._loop = asyncio.get_running_loop()
+            loop = self._loop = asyncio.get_running_loop()
+            console.print(_loop_line(loop), soft_wrap=True, highlight=False)
             await super().serve(sockets)
 
     server = Server(
         uvicorn.Config(
             apply_front_door(plan),
             lifespan="on",
+            loop="auto",
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=max(int(drain_timeout), 1) + 5,
@@ -401,10 +410,16 @@ def _serve_on(
     # that must not kill the process with the signal's default action.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _ignore)
-    asyncio.run(server.serve(sockets=[sock]))
+    server.run(sockets=[sock])  # on the loop of uvicorn's config
     if not server.started:
         raise SystemExit(1)
     console.print("hyperqueue stopped: workers drained")
+
+
+def _loop_line(loop: asyncio.AbstractEventLoop) -> str:
+    """The start-up line naming the event loop the server runs on: ``uvloop`` or
+    ``asyncio`` (the package its class comes from)."""
+    return f"  event loop: {type(loop).__module__.partition('.')[0]}"
 
 
 def _banner(plan: ServerPlan, loopback: bool, *, markup: bool = False) -> list[str]:
@@ -462,8 +477,10 @@ def _serve_hypercorn(
     config.loglevel = "WARNING"
     limit_hypercorn(config, plan.config.server)
     app: Any = apply_front_door(plan)
+    console = Console(stderr=True)
 
     async def run() -> None:
+        console.print(_loop_line(asyncio.get_running_loop()), soft_wrap=True, highlight=False)
         stop = asyncio.Event()
 
         def on_signal() -> None:

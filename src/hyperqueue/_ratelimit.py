@@ -50,6 +50,7 @@ _STRATEGIES: dict[str, type[LimitsStrategy]] = {
     "sliding-window-counter": SlidingWindowCounterRateLimiter,
 }
 _MIN_SWEEP = 1024
+_KEYS_HELD = 4096  # storage keys a one-limit limiter remembers (it forgets all when full)
 _NUDGE = 0.001  # seconds: the least a waiting acquire sleeps, so it cannot spin
 
 
@@ -165,6 +166,30 @@ class ClockStorage(
     def get_expiry(self, key: str) -> float:
         now = self.now()
         return self._expires[key] if self._count(key, now) else now
+
+    def hit_fixed_window(
+        self, key: str, expiry: int, limit: int, cost: int, now: float
+    ) -> tuple[bool, int, float]:
+        """A fixed-window hit in one pass: ``limits``' ``incr``, then ``decr`` when over
+        the limit, with the same outcome (a refused hit counts nothing, and opens no
+        window), for :class:`RateLimiter`'s fast path. Returns whether it passed, the
+        count after it, and when the window ends (``now`` when there is none)."""
+        expires = self._expires.get(key)
+        if expires is not None and now < expires:
+            used = self._counts[key]
+            if used + cost > limit:
+                return False, used, expires
+            self._counts[key] = used + cost
+            return True, used + cost, expires
+        if cost > limit:  # no window, or an ended one that the hit would have replaced
+            if expires is not None:
+                del self._expires[key], self._counts[key]
+            return False, 0, now
+        if expires is None and len(self._expires) >= self._sweep_at:
+            self._sweep(now)
+        expires = self._expires[key] = now + expiry
+        self._counts[key] = cost
+        return True, cost, expires
 
     # -- moving window ---------------------------------------------------------------
 
@@ -301,12 +326,13 @@ class RateLimiter:
     """
 
     __slots__ = (
+        "_fixed",
         "_hit",
         "_item",
         "_items",
+        "_keys",
         "_strategy",
         "_test",
-        "_uncount",
         "clock",
         "storage",
         "strategy",
@@ -331,7 +357,12 @@ class RateLimiter:
         self._strategy = _STRATEGIES[strategy](self.storage)
         self._hit = self._strategy.hit
         self._test = self._strategy.test
-        self._uncount = strategy == "fixed-window"
+        self._keys: dict[str, str] = {}
+        # the common case, one limit on a fixed window, hits in one pass over the storage
+        # (see ClockStorage.hit_fixed_window): (amount, window in seconds)
+        self._fixed: tuple[int, int] | None = None
+        if self._item is not None and strategy == "fixed-window":
+            self._fixed = (self._item.amount, self._item.get_expiry())
 
     @property
     def limits(self) -> list[RateLimitItem]:
@@ -345,11 +376,16 @@ class RateLimiter:
         it did. A refused hit is not counted."""
         if cost < 1:
             raise ValueError(f"cost must be at least 1, not {cost!r}")
+        fixed = self._fixed
+        if fixed is not None:
+            storage = self.storage
+            amount, expiry = fixed
+            return storage.hit_fixed_window(self._key(key), expiry, amount, cost, storage.now())[0]
         item = self._item
         if item is not None:
             if self._hit(item, key, cost=cost):
                 return True
-            if self._uncount:  # limits' fixed window counts refused hits: give them back
+            if self.strategy == "fixed-window":  # limits counts refused hits: give them back
                 self.storage.decr(item.key_for(key), cost)
             return False
         test, hit = self._test, self._hit
@@ -372,6 +408,31 @@ class RateLimiter:
 
     def check(self, key: str, *, cost: int = 1) -> RateLimitResult:
         """Hit, and report the figures after the hit (for response headers)."""
+        fixed = self._fixed
+        if fixed is not None and cost >= 1:
+            # one limit on a fixed window (an HTTP server's per-request call): one clock
+            # reading, one storage key, one pass; the figures are _figures' own
+            storage = self.storage
+            amount, expiry = fixed
+            now = storage.now()
+            allowed, used, reset_at = storage.hit_fixed_window(
+                self._key(key), expiry, amount, cost, now
+            )
+            if allowed:
+                retry = 0.0
+            elif cost <= amount:
+                retry = reset_at - now
+            else:
+                retry = math.inf
+            return RateLimitResult(
+                allowed=allowed,
+                limit=amount,
+                remaining=max(amount - used, 0),
+                window=float(expiry),
+                reset_at=reset_at,
+                reset_after=max(reset_at - now, 0.0),
+                retry_after=retry,
+            )
         allowed = self.hit(key, cost=cost)
         return self._result(key, cost, allowed)
 
@@ -387,6 +448,18 @@ class RateLimiter:
             raise ValueError(f"cost must be at least 1, not {cost!r}")
         now = self.clock.now()
         return max(self._figures(item, key, cost, now)[2] for item in self._items)
+
+    def _key(self, key: str) -> str:
+        """The one limit's storage key for ``key`` (``limits``' ``key_for``), remembered:
+        building it cost as much as the count itself, and clients come back."""
+        k = self._keys.get(key)
+        if k is None:
+            keys, item = self._keys, self._item
+            assert item is not None
+            if len(keys) >= _KEYS_HELD:
+                keys.clear()
+            k = keys[key] = item.key_for(key)
+        return k
 
     def _result(self, key: str, cost: int, allowed: bool) -> RateLimitResult:
         now = self.clock.now()
@@ -416,7 +489,7 @@ class RateLimiter:
         """(remaining, when the quota is whole again, seconds until ``cost`` passes)."""
         storage = self.storage
         amount, expiry = item.amount, item.get_expiry()
-        k = item.key_for(key)
+        k = self._key(key) if item is self._item else item.key_for(key)
         if self.strategy == "fixed-window":
             used = storage._count(k, now)
             reset_at = storage._expires[k] if used else now

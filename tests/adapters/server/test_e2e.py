@@ -7,11 +7,13 @@ repeats nothing, the ``worker``, ``status`` and ``health`` commands.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from server_process import CLI, Server, start_server, stop, wait_for
+from server_process import CLI, Server, start_server, stop, wait_for, wait_serving
 
 import hyperqueue as hq
 from hyperqueue_sqlite import SQLiteStorage
@@ -307,3 +309,70 @@ def test_with_keys_the_server_listens_beyond_loopback_and_asks_for_a_key(
         assert httpx.post(f"{url}/api/v1/jobs", json=job, headers=headers).status_code == 201
     finally:
         stop(running)
+
+
+# -- the event loop ---------------------------------------------------------------------
+
+
+def start_up_lines(server: Server) -> list[str]:
+    """What ``serve`` printed after its first line, up to the line naming its loop (all
+    printed before it answers requests)."""
+    stderr = server.proc.stderr
+    assert stderr is not None
+    lines: list[str] = []
+
+    def read() -> None:
+        while not lines or "event loop:" not in lines[-1]:
+            line = stderr.readline().decode()
+            if not line:
+                return
+            lines.append(line.strip())
+
+    reader = threading.Thread(target=read, daemon=True)  # a missing line must not hang
+    reader.start()
+    reader.join(timeout=10)
+    assert lines and "event loop:" in lines[-1], f"serve did not name its loop: {lines}"
+    return lines
+
+
+def test_serve_runs_on_uvloop_when_it_is_installed(server: Server) -> None:
+    """uvicorn's own loop set-up, as ``uvicorn.run`` has it: uvloop when installed."""
+    expected = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    assert start_up_lines(server)[-1] == f"event loop: {expected}"
+    response = httpx.post(f"{server.url}/api/v1/jobs", json={"task": "add", "args": [2, 3]})
+    assert wait_for(server.url, response.json()["id"], {"completed"})["result"] == 5
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=30) == 0
+
+
+def test_without_uvloop_serve_runs_on_asyncio_and_drains(tmp_path: Path) -> None:
+    shadow = tmp_path / "no-uvloop" / "uvloop"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('uvloop is not installed')\n")
+    path = os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")])
+    proc = subprocess.Popen(
+        [*CLI, "serve", "--db", str(tmp_path / "x.db"), "--port", "0", "--concurrency", "2"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+    running = Server(proc, wait_serving(proc), tmp_path / "x.db")
+    try:
+        assert start_up_lines(running)[-1] == "event loop: asyncio"
+        slow = httpx.post(
+            f"{running.url}/api/v1/jobs", json={"task": "sleep", "kwargs": {"seconds": 0.5}}
+        ).json()
+        wait_for(running.url, slow["id"], {"running"})
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert proc.stderr is not None
+        assert "workers drained" in proc.stderr.read().decode()
+    finally:
+        stop(running)
+
+    async def read() -> hq.Job:
+        async with hq.Queue(SQLiteStorage(running.db)) as queue:
+            return await queue.get(slow["id"])
+
+    assert anyio.run(read).status is hq.JobStatus.COMPLETED, "the running job finished"
