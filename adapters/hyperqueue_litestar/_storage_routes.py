@@ -100,6 +100,29 @@ def _check_new(jobs: list[hq.Job]) -> None:
             )
 
 
+def _check_workflow(record: hq.WorkflowRecord, jobs: list[hq.Job]) -> None:
+    """Refuse (422) a workflow whose steps and jobs do not match one to one, or whose
+    caps the storage cannot hold (SQLite and PostgreSQL keep 64-bit integers)."""
+    caps = [record.concurrency, *(j.step.concurrency for j in jobs if j.step is not None)]
+    if any(c is not None and not 1 <= c <= MAX_INT for c in caps):
+        raise hq.OptionError("workflow", f"concurrency goes from 1 to {MAX_INT}, or null")
+    named = {
+        (job.step.name, job.id)
+        for job in jobs
+        if job.step is not None and job.step.workflow == record.id
+    }
+    if len(named) != len(jobs) or named != set(record.steps.items()):
+        raise hq.OptionError(
+            "workflow",
+            f"the steps of workflow {record.id!r} and the jobs sent must match one to one: "
+            "each job a step of this workflow, named in its steps with the job's id",
+        )
+    for job in jobs:
+        assert job.step is not None
+        if not 0 <= job.step.waiting <= len(job.step.parents):
+            raise hq.OptionError("jobs", f"job {job.id!r}: a step waits for at most its parents")
+
+
 async def _check_unknown(storage: hq.abc.Storage, jobs: list[hq.Job]) -> None:
     """Refuse (409) jobs whose id is taken: storing one would replace a job, or fail."""
     seen: set[str] = set()
@@ -281,6 +304,7 @@ def storage_routes(queue: hq.Queue, modes: hq.ModeController) -> list[Controller
     async def enqueue_workflow(data: JSONBody[WorkflowBody]) -> None:
         modes.check(Operation.SUBMIT)
         _check_new(data.jobs)
+        _check_workflow(data.workflow, data.jobs)
         await _check_unknown(storage, data.jobs)
         if await storage.get_workflow(data.workflow.id) is not None:
             raise hq.WorkflowError(f"workflow {data.workflow.id!r} is stored already")

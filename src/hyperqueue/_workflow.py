@@ -82,6 +82,9 @@ def _ref(value: StepHandle | str, what: str) -> str:
     raise WorkflowError(f"{what} must name a step (a handle from flow.add or its name)")
 
 
+_MAX_CONCURRENCY = 2**63 - 1  # what SQLite and PostgreSQL store
+
+
 class Workflow:
     """A set of jobs with dependencies, enqueued at once by :meth:`Queue.enqueue_workflow`.
 
@@ -94,9 +97,13 @@ class Workflow:
 
     def __init__(self, *, concurrency: int | None = None) -> None:
         if concurrency is not None and (
-            isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+            isinstance(concurrency, bool)
+            or not isinstance(concurrency, int)
+            or not 1 <= concurrency <= _MAX_CONCURRENCY
         ):
-            raise WorkflowError("concurrency must be a whole number of at least 1, or None")
+            raise WorkflowError(
+                f"concurrency must be a whole number from 1 to {_MAX_CONCURRENCY}, or None"
+            )
         self.concurrency = concurrency
         self._steps: dict[str, _StepSpec] = {}
         self._suffixes: dict[str, int] = {}  # the last suffix given to a task's steps

@@ -106,6 +106,13 @@ async def test_a_bad_workflow_is_refused_whole_when_enqueued(
     assert (await queue.list_jobs()).items == [], "nothing is stored"
 
 
+@pytest.mark.parametrize("concurrency", [0, -1, 2**63, True, 1.5])
+def test_a_concurrency_outside_1_to_2_63_is_refused(concurrency: object) -> None:
+    with pytest.raises(hq.WorkflowError, match="concurrency must be a whole number"):
+        hq.Workflow(concurrency=concurrency)  # type: ignore[arg-type]
+    assert hq.Workflow(concurrency=2**63 - 1).concurrency == 2**63 - 1
+
+
 async def test_a_cycle_is_refused(queue: hq.Queue) -> None:
     t = etl(queue)
     flow = hq.Workflow()

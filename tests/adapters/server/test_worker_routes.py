@@ -327,6 +327,42 @@ async def test_storage_enqueue_refuses_a_job_that_is_not_new(
     assert await queue.storage.get("x1") is None
 
 
+def _step(workflow: str, name: str, **fields: Any) -> hq.Job:
+    return hq.Job(
+        id=f"{workflow}-{name}", task="add", step=hq.Step(workflow=workflow, name=name, **fields)
+    )
+
+
+@pytest.mark.parametrize(
+    ("record", "jobs"),
+    [
+        # found by the fuzzer: a cap past 64 bits (a 500 from SQLite), steps without jobs
+        (
+            hq.WorkflowRecord(id="w", steps={"a": "w-a"}, concurrency=-(2**86)),
+            [_step("w", "a")],
+        ),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a"}, concurrency=2**63), [_step("w", "a")]),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a"}), [_step("w", "a", concurrency=2**64)]),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a", "b": "w-b"}), []),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a"}), [_step("w", "a"), _step("w", "b")]),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a"}), [_step("other", "a")]),
+        (hq.WorkflowRecord(id="w", steps={"a": "w-a"}), [_step("w", "a", waiting=2**70)]),
+    ],
+)
+async def test_storage_workflows_refuses_steps_and_jobs_that_do_not_fit(
+    client: httpx.AsyncClient, queue: hq.Queue, record: hq.WorkflowRecord, jobs: list[hq.Job]
+) -> None:
+    response = await client.post(
+        "/api/v1/storage/workflows",
+        content=msgspec.json.encode({"workflow": record, "jobs": jobs}),
+        headers={**_auth("op-key"), "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]
+    assert await queue.storage.get_workflow("w") is None
+    assert (await queue.list_jobs()).items == []
+
+
 async def test_a_finish_not_found_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.post(
         f"{W}/finish", json={"outcomes": [{"id": "nope", "token": 1, "status": "completed"}]}
