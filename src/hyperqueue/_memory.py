@@ -336,6 +336,21 @@ class MemoryStorage:
             if not listener.signalled:
                 listener.set()
 
+    def _live(self, job_id: str, seq: int) -> Job | None:
+        """The pending job that the lane entry ``(seq, job_id)`` just popped names, or
+        ``None`` for an entry left behind: its job gone or no longer pending, or one of
+        the entries a cancel left (accounted for here)."""
+        job = self._jobs.get(job_id)
+        if job is None:
+            return None
+        if self._stale and job_id in self._stale:
+            if job.status is _PENDING and self._live_seq.get(job_id) == seq:
+                del self._live_seq[job_id]  # the live entry; the rest are stale
+                return job
+            self._drop_stale(job_id)  # an entry a cancel left behind
+            return None
+        return job if job.status is _PENDING else None
+
     def _drop_stale(self, job_id: str) -> None:
         """Account for one popped heap entry left behind by a cancel."""
         left = self._stale[job_id] - 1
@@ -469,23 +484,14 @@ class MemoryStorage:
         # lanes' heads is the claim order, and no tenant cap applies
         jobs = self._jobs
         running = self._running
-        stale = self._stale
         while len(claimed) < limit:
             heads = [(lanes.head(), n) for n, lanes in enumerate(candidates)]
             live = [(h, n) for h, n in heads if h is not None]
             if not live:
                 break
             _, seq, job_id = candidates[min(live)[1]].pop()
-            job = jobs.get(job_id)
+            job = self._live(job_id, seq)
             if job is None:
-                continue
-            if stale and job_id in stale:
-                if job.status is _PENDING and self._live_seq.get(job_id) == seq:
-                    del self._live_seq[job_id]  # the live entry; the rest are stale
-                else:
-                    self._drop_stale(job_id)  # an entry a cancel left behind
-                    continue
-            elif job.status is not _PENDING:
                 continue
             job = move.claimed(job, now=now, lease=lease, worker=worker)
             jobs[job.id] = job
@@ -504,7 +510,7 @@ class MemoryStorage:
         queue's counts moved once for the claim (every job is of that queue)."""
         jobs = self._jobs
         running = self._running
-        stale = self._stale
+        live_job = self._live
         claimed_job = move.claimed
         claimed: list[Job] = []
         append = claimed.append
@@ -513,16 +519,8 @@ class MemoryStorage:
             if not entries:
                 break
             for _, seq, job_id in entries:
-                job = jobs.get(job_id)
+                job = live_job(job_id, seq)
                 if job is None:
-                    continue
-                if stale and job_id in stale:
-                    if job.status is _PENDING and self._live_seq.get(job_id) == seq:
-                        del self._live_seq[job_id]  # the live entry; the rest are stale
-                    else:
-                        self._drop_stale(job_id)  # an entry a cancel left behind
-                        continue
-                elif job.status is not _PENDING:
                     continue
                 jobs[job_id] = job = claimed_job(job, now=now, lease=lease, worker=worker)
                 running[job_id] = None
@@ -572,7 +570,6 @@ class MemoryStorage:
             if key is not None:
                 turns.append((key[0], base, key[1], key[2], n))
         heapq.heapify(turns)
-        stale = self._stale
         claimed: list[Job] = []
         while turns and len(claimed) < limit:
             rank, k, _, _, n = heapq.heappop(turns)
@@ -582,20 +579,9 @@ class MemoryStorage:
                 if cap is not None and figures.get(tenant, [0, 0])[1] >= cap:
                     continue  # at its cap: out of this claim, its line untouched
             _, seq, job_id = best[n].pop()
-            job = jobs.get(job_id)
-            taken = False
-            if job is None:
-                pass
-            elif stale and job_id in stale:
-                if job.status is _PENDING and self._live_seq.get(job_id) == seq:
-                    del self._live_seq[job_id]  # the live entry; the rest are stale
-                    taken = True
-                else:
-                    self._drop_stale(job_id)  # an entry a cancel left behind
-            else:
-                taken = job.status is _PENDING
-            if taken:
-                assert job is not None
+            job = self._live(job_id, seq)
+            taken = job is not None
+            if job is not None:
                 job = move.claimed(job, now=now, lease=lease, worker=worker)
                 jobs[job_id] = job
                 running[job_id] = None
