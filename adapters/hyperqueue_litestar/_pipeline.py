@@ -35,6 +35,8 @@ from litestar.middleware import ASGIMiddleware
 from litestar.plugins import InitPlugin
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from ._security import route_of
+
 __all__ = ["ANSWERED", "Call", "FuseLayers", "Layer", "Layers", "Watcher", "fuse", "run"]
 
 
@@ -68,19 +70,6 @@ ANSWERED: Final = _Answered()
 Entry = Watcher | _Answered | None
 
 
-_ROUTES: dict[str, str] = {}
-
-
-def _route(scope: Scope) -> str:
-    template = scope.get("path_template")
-    if not template:
-        return "unmatched"
-    route = _ROUTES.get(template)
-    if route is None:  # one entry per route of the app
-        route = _ROUTES[template] = template.replace(":str}", "}").replace(":int}", "}")
-    return route
-
-
 class Call:
     """One HTTP request on its way through the layers.
 
@@ -96,7 +85,7 @@ class Call:
         self.scope = scope
         self.receive = receive
         self.method = str(scope.get("method", "GET"))
-        self.route = _route(scope)
+        self.route = route_of(scope)
         self._send = send
         self._watchers: list[Watcher] = []  # innermost first
 

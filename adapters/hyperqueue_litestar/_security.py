@@ -133,13 +133,20 @@ def actor_of(scope: Scope) -> Actor:
     return Actor(type="anonymous", ip=ip)
 
 
+_ROUTES: dict[str, str] = {}
+
+
 def route_of(scope: Scope) -> str:
     """The route template (``/api/v1/jobs/{job_id}``), never the raw path, so figures
-    and records group by route and do not grow with ids."""
+    and records group by route and do not grow with ids (worked out once per route of
+    the app: templates come from the routes, not from clients)."""
     template = scope.get("path_template")
     if not template:
         return "unmatched"
-    return str(template).replace(":str}", "}").replace(":int}", "}")
+    route = _ROUTES.get(template)
+    if route is None:
+        route = _ROUTES[template] = str(template).replace(":str}", "}").replace(":int}", "}")
+    return route
 
 
 _encode = msgspec.json.Encoder().encode

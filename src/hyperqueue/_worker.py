@@ -45,6 +45,7 @@ from ._events import (
 )
 from ._hooks import ExecutionHook, JobRun, RunOutcome, enter_hooks, exit_hooks
 from ._json import to_json_form
+from ._memory import MemoryStorage
 from ._models import Job, JobStatus, Outcome, WorkerInfo
 from ._modes import ModeController, Operation
 from ._prefetch import CAP_PER_RUNNER, HOLD_LIMIT, MEMORY_CAP_PER_RUNNER, AdaptivePrefetch
@@ -166,7 +167,7 @@ class Worker:
         with no hook and no SDK spends one attribute read on them."""
         self.concurrency = concurrency
         self.prefetch = prefetch
-        cap = MEMORY_CAP_PER_RUNNER if queue._memory is not None else CAP_PER_RUNNER
+        cap = MEMORY_CAP_PER_RUNNER if type(queue.storage) is MemoryStorage else CAP_PER_RUNNER
         self._adaptive = (
             AdaptivePrefetch(concurrency, cap_per_runner=cap) if prefetch == "auto" else None
         )
