@@ -848,3 +848,28 @@ def _step_ended(tx: Tx, job: Job, now: float) -> None:
 def execute_one(tx: Tx, sql: str, params: tuple[object, ...]) -> list[Any]:
     """One statement of a side table, in a batch of the storage's writer."""
     return tx.conn.execute(sql, params).fetchall()
+
+
+class TakeOnce:
+    """The rows of a ``take`` callable, taken on the first call and given again on the
+    next: a batch that runs again without a failed op must write the same rows (the
+    first run's were rolled back), not what came in since."""
+
+    __slots__ = ("_rows", "_take")
+
+    def __init__(self, take: Callable[[], Sequence[Sequence[object]]]) -> None:
+        self._take = take
+        self._rows: Sequence[Sequence[object]] | None = None
+
+    def __call__(self) -> Sequence[Sequence[object]]:
+        if self._rows is None:
+            self._rows = self._take()
+        return self._rows
+
+
+def execute_taken(tx: Tx, sql: str, rows: TakeOnce) -> int:
+    """One statement of a side table per row that ``rows()`` gives as the batch runs."""
+    taken = rows()
+    if taken:
+        tx.conn.executemany(sql, taken)
+    return len(taken)

@@ -320,6 +320,21 @@ class SQLiteStorage:
         storage's writer, a burst of requests shares transactions with the jobs'."""
         return await self._write(_sql.execute_one, sql, tuple(params))
 
+    async def execute_write_many(
+        self, sql: str, take: Callable[[], Sequence[Sequence[object]]]
+    ) -> int:
+        """Run one statement once per parameter tuple that ``take()`` returns, in the
+        next write transaction (group commit), and return how many ran.
+
+        ``take`` is called in the storage's writer thread as that transaction runs, not
+        now: rows that a caller adds until then join it. A log whose rows trickle in
+        (the server's audit records, one per answer) is written with the transaction
+        that runs anyway, in one trip, rather than in a batch closed before it and
+        another for what came in meanwhile. ``take`` runs on another thread: it must
+        only take from a thread-safe container (a ``collections.deque``)."""
+        count: int = await self._write(_sql.execute_taken, sql, _sql.TakeOnce(take))
+        return count
+
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
         self._require_open()
         result: T = await self._batches.submit(fn, *args)

@@ -1,7 +1,8 @@
-"""Records of requests written in batches (a sink with ``write_many``, as SQLite's): none
-lost, in order, readable as soon as the requests are answered, kept when the app stops,
-a failing batch counted and the next ones still written, and no answer complete
-before its record is written (so a client that has its answer knows it is kept)."""
+"""Records of requests written in batches (a sink with ``write_taken``, as SQLite's, or
+``write_many``, as PostgreSQL's): none lost, in order, readable as soon as the requests
+are answered, kept when the app stops, a failing batch counted and the next ones still
+written, and no answer complete before its record is written (so a client that has its
+answer knows it is kept)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,40 @@ async def test_a_failing_batch_is_counted_and_the_next_ones_are_written(
         logging.getLogger("hyperqueue.audit").removeHandler(kept)
     assert len(sink.records) == 1
     assert kept.messages == ["audit: writing 1 records failed"]
+
+
+async def test_a_sink_that_fails_before_taking_its_batch_loses_only_that_batch(
+    queue: hq.Queue, keys: dict[str, ApiKey], serve: Any
+) -> None:
+    class _Taking:
+        """Takes its batch as its write runs; the first write fails before it does."""
+
+        def __init__(self) -> None:
+            self.records: list[AuditRecord] = []
+            self.fail = True
+
+        async def write(self, record: AuditRecord) -> int:
+            raise AssertionError("batches only")
+
+        async def write_taken(self, take: Any) -> int:
+            if self.fail:
+                self.fail = False
+                raise OSError("the disk is full")
+            taken = take()
+            self.records.extend(taken)
+            return len(taken)
+
+        async def read(self, *, after: int = 0, limit: int = 100) -> AuditPage:
+            return AuditPage(items=self.records[after : after + limit])
+
+    sink = _Taking()
+    app, audit = build(queue, keys, sink)
+    async with serve(app) as client:
+        assert (await client.post("/api/v1/jobs", json=JOB, headers=OPS)).status_code == 201
+        assert audit.failed == 1 and sink.records == []
+        assert (await client.post("/api/v1/jobs", json=JOB, headers=OPS)).status_code == 201
+        assert [r.event for r in sink.records] == ["job.submit"]
+    assert audit.failed == 1
 
 
 async def test_no_answer_completes_before_its_record_is_written(
