@@ -56,6 +56,20 @@ CantOpenError = apsw.CantOpenError
 _FLAGS = apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
 
 
+_MULTI_ROWS = 512  # rows in one multi-row INSERT at most
+_MAX_PARAMS = 32766  # SQLite's default limit of parameters in one statement
+
+
+@lru_cache(maxsize=256)
+def _multi_row(sql: str, rows: int) -> str:
+    """``sql`` (a statement with one ``VALUES (...)`` row) with ``rows`` rows."""
+    at = sql.upper().rindex("VALUES") + len("VALUES")
+    start = sql.index("(", at)
+    end = sql.index(")", start) + 1
+    group = sql[start:end]
+    return f"{sql[:start]}{', '.join([group] * rows)}{sql[end:]}"
+
+
 def sqlite_version() -> str:
     """The version of the SQLite library in use ("3.51.3")."""
     return apsw.sqlite_lib_version()
@@ -122,6 +136,31 @@ class Connection:
         rows = self._cursor.executemany(sql, seq_of_params).fetchall()
         changed = self._conn.total_changes() - before
         return Result(rows, changed if _changes_rows(sql) else -1)
+
+    def execute_values(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run ``sql``, a statement with one ``VALUES (?, ...)`` row (an INSERT, with an
+        ``ON CONFLICT`` clause or not, or an ``UPDATE ... FROM (VALUES (...)) AS v``),
+        for every row of ``rows``, as multi-row statements of 1, 2, 4 ... 512 rows (so
+        a few prepared forms serve every count); returns the rows they changed.
+
+        ``executemany`` steps once per row, and every step lets go of the GIL: a writer
+        thread then waits for the event loop's thread to give it back, once per row,
+        up to the interpreter's switch interval (5 ms) each time the loop is busy. A
+        multi-row statement is one step, and one statement's overhead for all rows."""
+        if not rows:
+            return 0
+        width = len(rows[0])
+        most = _MULTI_ROWS
+        while most > 1 and most * width > _MAX_PARAMS:
+            most //= 2
+        at, count = 0, len(rows)
+        before = self._conn.total_changes()
+        while at < count:
+            size = min(most, 1 << ((count - at).bit_length() - 1))
+            chunk = rows[at : at + size]
+            self._cursor.execute(_multi_row(sql, size), [v for row in chunk for v in row])
+            at += size
+        return self._conn.total_changes() - before
 
     def keep_wal_on_close(self) -> None:
         """Do not checkpoint the WAL into the database when this connection closes (the

@@ -122,9 +122,11 @@ def apply_batch(conn: Connection, ops: Sequence[Op], origin: str = "") -> int | 
                 op.result = op.fn(tx, *op.args)
             failed = None
             if tx.counts:
-                conn.executemany(_COUNT, [(q, t, s, n) for (q, t, s), n in tx.counts.items() if n])
+                conn.execute_values(
+                    _COUNT, [(q, t, s, n) for (q, t, s), n in tx.counts.items() if n]
+                )
             if tx.events:
-                conn.executemany(_EVENT, tx.events)
+                conn.execute_values(_EVENT, tx.events)
             version = conn.execute(_BUMP_WORK).fetchone()[0] if tx.work else None
             conn.execute("COMMIT")
             return version
@@ -196,7 +198,7 @@ def enqueue(
         tx.event("job.enqueued", now, job)
         out.append(job)
     if rows:
-        conn.executemany(INSERT, rows)
+        conn.execute_values(INSERT, rows)
         tx.work = True
     return out
 
@@ -229,12 +231,6 @@ def _pick_sql(pairs: int, where: str = "", columns: str = "seq") -> str:
     )
 
 
-_CLAIM = (
-    "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
-    "lease_until = :until, worker = :worker WHERE seq IN ({pick}) RETURNING {columns}, seq"
-)
-
-
 # Jobs without a tenant are the first range of each (queue, task, priority) in the
 # jobs_ready index, in (run_at, seq) order: while no job with a tenant is pending,
 # claims and the look for the next due job read that range only, as a FIFO.
@@ -242,9 +238,39 @@ _UNTENANTED = " AND tenant IS NULL"
 
 
 @lru_cache(maxsize=128)
-def _claim_sql(pairs: int) -> str:
-    """The claim while no job with a tenant is pending (else see _fair)."""
-    return _CLAIM.format(pick=_pick_sql(pairs, _UNTENANTED), columns=COLUMNS)
+def _pick_json(pairs: int) -> str:
+    """The seqs of the jobs to claim, as one JSON array, while no job with a tenant is
+    pending (else see _fair)."""
+    return f"SELECT json_group_array(seq) FROM ({_pick_sql(pairs, _UNTENANTED)})"
+
+
+_CLAIM_SEQS = (
+    "UPDATE jobs SET status = 'running', attempts = attempts + 1, token = token + 1, "
+    "lease_until = :until, worker = :worker "
+    "WHERE seq IN (SELECT value FROM json_each(:seqs)) AND status = 'pending'"
+)
+_CLAIMED = (
+    f"SELECT json_group_array(json_array({COLUMNS}, seq)) FROM jobs "
+    "WHERE seq IN (SELECT value FROM json_each(?))"
+)
+_decode_rows = msgspec.json.Decoder(list[list[Any]]).decode
+
+
+def _claim_plain(conn: Connection, pairs: int, params: dict[str, Any]) -> list[Any]:
+    """Claim the first due jobs, returning their rows in claim order.
+
+    Three statements of one step each (the seqs picked, their update, their rows as
+    one JSON array, which keeps every REAL exactly) rather than ``UPDATE ...
+    RETURNING``, which steps once per claimed row: every step lets go of the GIL,
+    and the writer thread waits for the event loop's thread to give it back, once per
+    row, up to the switch interval (5 ms) while the loop is busy."""
+    seqs = conn.execute(_pick_json(pairs), params).fetchone()[0]
+    if seqs == "[]":
+        return []
+    conn.execute(_CLAIM_SEQS, {"until": params["until"], "worker": params["worker"], "seqs": seqs})
+    rows = _decode_rows(conn.execute(_CLAIMED, (seqs,)).fetchone()[0])
+    rows.sort(key=_claim_order)
+    return rows
 
 
 # Whether a job with a tenant is pending: one probe of the jobs_tenant index (the
@@ -304,8 +330,7 @@ def claim(
         free = _free_slots(conn, max_running)
         rows = _claim_fair(conn, len(pairs), params, free, moved)
     else:  # caps only hold jobs with a tenant back: there are none to claim
-        rows = conn.execute(_claim_sql(len(pairs)), params).fetchall()
-        rows.sort(key=_claim_order)
+        rows = _claim_plain(conn, len(pairs), params)
     if not rows:
         return []
     jobs = [job_from_row(row) for row in rows]
@@ -351,7 +376,7 @@ def _free_slots(conn: Connection, max_running: Mapping[str, int] | None) -> dict
     return {t: max(cap - running.get(t, 0), 0) for t, cap in max_running.items()}
 
 
-def _claim_order(row: tuple[Any, ...]) -> tuple[int, float, int]:
+def _claim_order(row: Sequence[Any]) -> tuple[int, float, int]:
     return (row[4], row[17], row[_SEQ])
 
 
@@ -401,21 +426,78 @@ class Claimed:
         return None if row is None else job_from_row(row)
 
 
+_FINISH_MANY = (
+    "UPDATE jobs SET status = v.column1, result = v.column2, error = v.column3, "
+    "traceback = v.column4, finished_at = v.column5, "
+    "started_at = coalesce(v.column6, jobs.started_at), lease_until = NULL "
+    "FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?)) AS v "
+    "WHERE jobs.id = v.column7 AND jobs.status = 'running' AND jobs.token = v.column8"
+)
+
+
+def _final_params(o: Outcome, now: float) -> tuple[object, ...]:
+    """The parameters of ``_FINISH_FINAL`` (and of a row of ``_FINISH_MANY``)."""
+    result = o.result
+    return (
+        o.status.value,
+        None if result is None else to_json(result),
+        o.error,
+        o.traceback,
+        now,
+        o.started_at,
+        o.id,
+        o.token,
+    )
+
+
+def _finish_at_once(
+    conn: Connection, known: Sequence[tuple[Outcome, Job | None]], now: float
+) -> set[int]:
+    """Finish the jobs of ``known`` that end for good with one statement per 512 (one
+    step each, where a statement per job steps once per job); returns their indexes,
+    or none when one of them was not running under its token any more (the savepoint
+    is rolled back and each goes its own way, learning whether it changed).
+
+    Left to their own statement: jobs going back to pending (each gets a new seq),
+    steps of a workflow (ending one releases others), and a job named twice."""
+    picks = [
+        i
+        for i, (o, before) in enumerate(known)
+        if before is not None and o.status is not _PENDING and before.step is None
+    ]
+    if len(picks) < 2 or len({known[i][0].id for i in picks}) < len(picks):
+        return set()
+    rows = [_final_params(known[i][0], now) for i in picks]
+    conn.execute("SAVEPOINT finish_at_once")
+    if conn.execute_values(_FINISH_MANY, rows) == len(rows):
+        conn.execute("RELEASE finish_at_once")
+        return set(picks)
+    conn.execute("ROLLBACK TO finish_at_once")
+    conn.execute("RELEASE finish_at_once")
+    return set()
+
+
 def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) -> list[Job | None]:
     conn = tx.conn
     execute = conn.execute
     remembered = claimed.jobs
-    out: list[Job | None] = []
+    known: list[tuple[Outcome, Job | None]] = []
     for o in outcomes:
-        status = o.status
         before = remembered.pop(o.id, None)
         if before is None or before.token != o.token:
             row = execute(SELECT_JOB, (o.id,)).fetchone()
             before = None if row is None else job_from_row(row)
+        known.append((o, before))
+    done = _finish_at_once(conn, known, now)
+    out: list[Job | None] = []
+    for i, (o, before) in enumerate(known):
+        status = o.status
         if before is None:
             out.append(None)
             continue
-        if status is _PENDING:
+        if i in done:
+            changed = 1
+        elif status is _PENDING:
             run_at = now if o.run_at is None else o.run_at
             changed = execute(
                 _FINISH_PENDING,
@@ -430,20 +512,7 @@ def finish(tx: Tx, claimed: Claimed, outcomes: Sequence[Outcome], now: float) ->
                 ),
             ).rowcount
         else:
-            result = o.result
-            changed = execute(
-                _FINISH_FINAL,
-                (
-                    status.value,
-                    None if result is None else to_json(result),
-                    o.error,
-                    o.traceback,
-                    now,
-                    o.started_at,
-                    o.id,
-                    o.token,
-                ),
-            ).rowcount
+            changed = execute(_FINISH_FINAL, _final_params(o, now)).rowcount
         if not changed:
             out.append(None)
             continue
@@ -868,8 +937,8 @@ class TakeOnce:
 
 
 def execute_taken(tx: Tx, sql: str, rows: TakeOnce) -> int:
-    """One statement of a side table per row that ``rows()`` gives as the batch runs."""
+    """The rows that ``rows()`` gives as the batch runs, inserted into a side table."""
     taken = rows()
     if taken:
-        tx.conn.executemany(sql, taken)
+        tx.conn.execute_values(sql, taken)
     return len(taken)

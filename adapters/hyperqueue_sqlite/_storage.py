@@ -323,8 +323,9 @@ class SQLiteStorage:
     async def execute_write_many(
         self, sql: str, take: Callable[[], Sequence[Sequence[object]]]
     ) -> int:
-        """Run one statement once per parameter tuple that ``take()`` returns, in the
-        next write transaction (group commit), and return how many ran.
+        """Insert the rows that ``take()`` returns with ``sql`` (an INSERT of one
+        ``VALUES (?, ...)`` row, run as multi-row statements), in the next write
+        transaction (group commit); returns how many rows it took.
 
         ``take`` is called in the storage's writer thread as that transaction runs, not
         now: rows that a caller adds until then join it. A log whose rows trickle in

@@ -79,7 +79,7 @@ def enqueue_workflow(
         tx.event("job.enqueued", now, job)
         if stored_status(job) == "pending":
             tx.work = True
-    conn.executemany(INSERT, rows)
+    conn.execute_values(INSERT, rows)
 
 
 def release(tx: Tx, workflow_id: str, now: float, cap: int | None) -> None:

@@ -77,3 +77,31 @@ def test_a_missing_file_is_created(tmp_path: Path) -> None:
     finally:
         conn.close()
     assert path.exists()
+
+
+@pytest.mark.parametrize("count", [1, 3, 64, 513, 1100])
+def test_execute_values_inserts_every_row_in_order(conn: _driver.Connection, count: int) -> None:
+    rows = [(n, f"name {n}") for n in range(count)]
+    conn.execute_values("INSERT INTO t (id, name) VALUES (?, ?)", rows)
+    assert conn.execute("SELECT id, name FROM t ORDER BY rowid").fetchall() == rows
+
+
+def test_execute_values_keeps_a_conflict_clause_and_the_parameter_limit(
+    conn: _driver.Connection,
+) -> None:
+    conn.execute("CREATE TABLE counts (k TEXT PRIMARY KEY, n INTEGER)")
+    upsert = (
+        "INSERT INTO counts (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = n + excluded.n"
+    )
+    conn.execute_values(upsert, [("a", 1), ("b", 2)])
+    conn.execute_values(upsert, [("a", 10), ("c", 3)])
+    assert conn.execute("SELECT k, n FROM counts ORDER BY k").fetchall() == [
+        ("a", 11), ("b", 2), ("c", 3)
+    ]  # fmt: skip
+    # 100 columns: 327 rows fit in SQLite's 32,766 parameters, so 1,000 take several
+    columns = ", ".join(f"c{i}" for i in range(100))
+    conn.execute(f"CREATE TABLE wide ({columns})")
+    marks = ", ".join("?" * 100)
+    wide = [tuple(range(n, n + 100)) for n in range(1000)]
+    conn.execute_values(f"INSERT INTO wide ({columns}) VALUES ({marks})", wide)
+    assert conn.execute(f"SELECT {columns} FROM wide ORDER BY rowid").fetchall() == wide

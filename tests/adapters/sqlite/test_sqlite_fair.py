@@ -120,7 +120,7 @@ async def test_the_fifo_claim_reads_the_untenanted_range_in_order(
     """With no job of a tenant pending, a claim is the plain FIFO of before: one range
     of jobs_ready per queue, task and priority, read in order (no sort per range)."""
     params = {"q0": "default", "t0": "t", "now": T0, "until": T0, "worker": "w", "limit": 10}
-    steps = plan(storage.path, _sql._claim_sql(1), params)
+    steps = plan(storage.path, _sql._pick_json(1), params)
     ranges = [step for step in steps if "jobs_ready" in step]
     assert len(ranges) == 4 and all("tenant=?" in step for step in ranges), steps
     assert sum("TEMP B-TREE" in step for step in steps) == 1, steps  # the merge of ranges

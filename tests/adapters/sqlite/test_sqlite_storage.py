@@ -110,6 +110,47 @@ async def test_a_second_storage_on_the_file_sees_the_same_jobs_and_fences(tmp_pa
         await b.aclose()
 
 
+async def test_finishing_many_at_once_fences_each_job_on_its_own(tmp_path: Path) -> None:
+    """Jobs that end together are finished by one statement; one that another process
+    took from its worker meanwhile (cancelled, or rescued and claimed again) is refused
+    alone, and the others are finished as if each had gone by itself."""
+    a, b = SQLiteStorage(tmp_path / "jobs.db"), SQLiteStorage(tmp_path / "jobs.db")
+    await a.open()
+    await b.open()
+    try:
+        await a.enqueue([make() for _ in range(5)], now=T0, key_ttl=None)
+        jobs = await a.claim(None, limit=5, now=T0, lease=30, worker="w")
+        assert len(jobs) == 5
+        await b.cancel(jobs[2].id, now=T0 + 1)  # the other process
+        outcomes = [
+            hq.Outcome(id=j.id, token=j.token, status=hq.JobStatus.COMPLETED, result=n)
+            for n, j in enumerate(jobs)
+        ]
+        done = await a.finish(outcomes, now=T0 + 2)
+        assert [d is None for d in done] == [False, False, True, False, False]
+        for n, job in enumerate(jobs):
+            stored = await b.get(job.id)
+            if n == 2:
+                assert stored.status is hq.JobStatus.CANCELLED and stored.result is None
+            else:
+                assert stored.status is hq.JobStatus.COMPLETED and stored.result == n
+                assert stored.finished_at == T0 + 2 and stored == done[n]
+        counts = (await b.counts())["default"]
+        assert counts[hq.JobStatus.COMPLETED] == 4 and counts[hq.JobStatus.RUNNING] == 0
+        # and all at once when none was taken
+        await a.enqueue([make() for _ in range(3)], now=T0, key_ttl=None)
+        jobs = await a.claim(None, limit=3, now=T0, lease=30, worker="w")
+        failed = [
+            hq.Outcome(id=j.id, token=j.token, status=hq.JobStatus.FAILED, error="boom")
+            for j in jobs
+        ]
+        assert all(d is not None for d in await a.finish(failed, now=T0 + 3))
+        assert {(await b.get(j.id)).error for j in jobs} == {"boom"}
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_a_listener_wakes_for_work_written_by_another_connection(tmp_path: Path) -> None:
     a = SQLiteStorage(tmp_path / "jobs.db")
     b = SQLiteStorage(tmp_path / "jobs.db", poll_interval=0.002)
@@ -202,13 +243,21 @@ async def test_a_claim_scans_only_pending_jobs(storage: SQLiteStorage) -> None:
             params.update(now=T0, until=T0, worker="w", limit=10)
             plan = [
                 row[3]
-                for row in conn.execute("EXPLAIN QUERY PLAN " + _sql._claim_sql(pairs), params)
+                for row in conn.execute("EXPLAIN QUERY PLAN " + _sql._pick_json(pairs), params)
             ]
             searches = [step for step in plan if step.startswith(("SEARCH", "SCAN"))]
             assert all(
                 "jobs_ready" in s or "PRIMARY KEY" in s or "subquery" in s or "VALUES" in s
                 for s in searches
             ), plan
+        # the picked jobs are then updated and read back by their seq
+        for sql, args in (
+            (_sql._CLAIM_SEQS, {"until": T0, "worker": "w", "seqs": "[1, 2]"}),
+            (_sql._CLAIMED, ("[1, 2]",)),
+        ):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
+            jobs = [step for step in plan if step.startswith(("SEARCH", "SCAN")) and "jobs" in step]
+            assert jobs == ["SEARCH jobs USING INTEGER PRIMARY KEY (rowid=?)"], plan
     finally:
         conn.close()
 
