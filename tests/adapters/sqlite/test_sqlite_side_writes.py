@@ -52,6 +52,7 @@ async def test_rows_added_while_the_transaction_before_runs_join_the_next(
     written: list[int] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(storage.execute_write, SLOW)  # in flight: the writer is busy
+        await wait_all_tasks_blocked()
 
         async def write() -> None:
             written.append(await storage.execute_write_many("INSERT INTO side VALUES (?)", take))
