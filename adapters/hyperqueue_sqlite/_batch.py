@@ -6,7 +6,10 @@ every write that arrives joins the next batch; when the lock frees, that batch r
 one transaction and one trip. No background task is needed: the first caller of a batch
 leads it (waits for the lock, runs it), the others wait for its result. A caller that
 finds nothing in flight runs its op at once, as a batch of one that nobody can join
-(a single producer awaiting one write after another pays for no batch machinery).
+(a single producer awaiting one write after another pays for no batch machinery),
+unless it asks to ``gather``: then it leads a batch and lets the event loop run twice
+before closing it, so writes made in the same moment share it (a worker's claim and
+the outcomes it stores as it claims: a transaction and its commit fewer per claim).
 
 The leader runs shielded: a batch that others joined must run even if its leader is
 cancelled, and an enqueue must not be half-known. The leader's cancellation is
@@ -41,10 +44,10 @@ class GroupCommit:
         self._done: anyio.Event | None = None
         self._alone = True  # whether the last batch had one op
 
-    async def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def submit(self, fn: Callable[..., Any], *args: Any, gather: bool = False) -> Any:
         op = Op(fn, args)
         ops = self._next
-        if ops is None and self._alone and not self._lock.locked():
+        if ops is None and self._alone and not gather and not self._lock.locked():
             # nothing in flight, no batch forming (its leader would hold or await the
             # lock) and the last batch was alone: run at once, with no event to wait on
             # nor batch to join. After a batch of many, its callers come back together,
@@ -66,6 +69,9 @@ class GroupCommit:
             ops = self._next = [op]
             done = self._done = anyio.Event()
             with anyio.CancelScope(shield=True):
+                if gather:  # two turns of the loop: trio runs ready tasks in any order
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
+                    await anyio.lowlevel.cancel_shielded_checkpoint()
                 async with self._lock:  # the batch before ours is in flight
                     if self._next is ops:  # close ours: later callers form the next
                         self._next = self._done = None

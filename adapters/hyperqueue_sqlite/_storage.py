@@ -336,9 +336,9 @@ class SQLiteStorage:
         count: int = await self._write(_sql.execute_taken, sql, _sql.TakeOnce(take))
         return count
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(self, fn: Callable[..., T], *args: Any, gather: bool = False) -> T:
         self._require_open()
-        result: T = await self._batches.submit(fn, *args)
+        result: T = await self._batches.submit(fn, *args, gather=gather)
         return result
 
     async def _read(self, fn: Callable[..., T], *args: Any) -> T:
@@ -378,9 +378,10 @@ class SQLiteStorage:
     ) -> list[Job]:
         if limit < 1:
             return []
-        return await self._write(
-            _sql.claim, self._claimed, queues, limit, now, lease, worker, tasks, max_running
-        )
+        return await self._write(  # gathers the outcomes a worker stores as it claims
+            _sql.claim, self._claimed, queues, limit, now, lease, worker, tasks, max_running,
+            gather=True,
+        )  # fmt: skip
 
     async def mark_started(self, starts: Sequence[tuple[str, int, float]]) -> list[bool]:
         if not starts:

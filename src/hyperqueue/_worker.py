@@ -499,8 +499,10 @@ class Worker:
 
         One coroutine for a run of jobs, not one per job: a job that never waits costs
         the runner no await but its function's. Each job's outcome joins the others
-        waiting to be stored; the last of the run stores them (the flusher does if a
-        job waits meanwhile). The time of each job is taken once, before it starts:
+        waiting to be stored, by the flusher, while the runner that emptied the buffer
+        claims the next jobs: a storage that shares transactions between concurrent
+        writes (SQLite's group commit) stores the outcomes and the claim in one. The
+        time of each job is taken once, before it starts:
         its start (unless hooks or a step's inputs come in between) and, for adaptive
         prefetch, the end of the job before it.
         """
@@ -635,11 +637,8 @@ class Worker:
                 if self._stopping and not self._busy:
                     assert self._drained is not None
                     self._drained.set()
-            if buffer:
-                if not self._flush_armed:
-                    self._want_flush()
-            else:
-                await self._flush()
+            if not self._flush_armed:
+                self._want_flush()
             began = now()  # this job's end, the next one's start
         if adaptive is not None and ran:
             adaptive.record((began - first) / ran, ran)
