@@ -262,6 +262,7 @@ _CLAIMED = (
     f"SELECT json_group_array(json_array({COLUMNS}, seq)) FROM jobs "
     "WHERE seq IN (SELECT value FROM json_each(?))"
 )
+_CLAIMED_ROWS = f"SELECT {COLUMNS}, seq FROM jobs WHERE seq IN (SELECT value FROM json_each(?))"
 _decode_rows = msgspec.json.Decoder(list[list[Any]]).decode
 
 
@@ -277,7 +278,11 @@ def _claim_plain(conn: Connection, pairs: int, params: dict[str, Any]) -> list[A
     if seqs == "[]":
         return []
     conn.execute(_CLAIM_SEQS, {"until": params["until"], "worker": params["worker"], "seqs": seqs})
-    rows = _decode_rows(conn.execute(_CLAIMED, (seqs,)).fetchone()[0])
+    rows: list[Any]
+    try:
+        rows = _decode_rows(conn.execute(_CLAIMED, (seqs,)).fetchone()[0])
+    except msgspec.DecodeError:  # a REAL that JSON cannot hold (an infinity, hand-written)
+        rows = conn.execute(_CLAIMED_ROWS, (seqs,)).fetchall()
     rows.sort(key=_claim_order)
     return rows
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,17 @@ async def test_finishing_many_at_once_fences_each_job_on_its_own(tmp_path: Path)
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_a_claim_reads_a_row_that_json_cannot_hold(storage: SQLiteStorage) -> None:
+    """The claim reads its rows back as one JSON array; a REAL that JSON cannot hold (an
+    infinity, written by hand or by another tool) must not make the job unclaimable."""
+    job = make()
+    await storage.enqueue([job], now=T0, key_ttl=None)
+    await storage.execute_write("UPDATE jobs SET timeout = 9e999 WHERE id = ?", (job.id,))
+    [claimed] = await storage.claim(None, limit=5, now=T0, lease=30, worker="w")
+    assert claimed.id == job.id and claimed.timeout == math.inf
+    assert claimed.status is hq.JobStatus.RUNNING and claimed.token == job.token + 1
 
 
 async def test_a_listener_wakes_for_work_written_by_another_connection(tmp_path: Path) -> None:
