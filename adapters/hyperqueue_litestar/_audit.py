@@ -146,7 +146,6 @@ _INSERT = (
     "INSERT INTO audit_log (at, event, actor, tenant, resource, action, result, metadata)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_MANY = 500  # rows per statement: 4,000 parameters, well under SQLite's 32,766
 
 
 def record_row(record: AuditRecord) -> tuple[object, ...]:
@@ -181,8 +180,8 @@ class SQLiteAuditSink:
     transaction runs, so the records of answers that come in while the transaction
     before it is in flight join it. Taken when the batch task starts its write, they
     split into a batch of one and a batch of the rest, and the requests behind them fall
-    into the same two groups, one transaction more per group (``hyperqueue serve`` at
-    0.41-0.43x of ``benchmarks/bench_server.py``'s ceiling, against 0.49x).
+    into the same two groups, one transaction more per group (measured in
+    docs/benchmarks.md, "Server").
     """
 
     def __init__(
@@ -220,13 +219,9 @@ class SQLiteAuditSink:
             return await self._storage.execute_write_many(
                 _INSERT, lambda: [record_row(record) for record in take()]
             )
-        records = take()
-        for start in range(0, len(records), _MANY):
-            chunk = records[start : start + _MANY]
-            sql = _INSERT + ", (?, ?, ?, ?, ?, ?, ?, ?)" * (len(chunk) - 1)
-            params = tuple(value for record in chunk for value in record_row(record))
-            await self._db.write("writing audit records", sql, params)
-        return len(records)
+        rows = [record_row(record) for record in take()]
+        await self._db.write_values("writing audit records", _INSERT, rows)
+        return len(rows)
 
     async def read(self, *, after: int = 0, limit: int = 100) -> AuditPage:
         rows = await self._call(

@@ -233,6 +233,12 @@ class ThreadConnection:
         result: list[Any] = await self._group.submit(_query, self.path, doing, sql, params)
         return result
 
+    async def write_values(self, doing: str, sql: str, rows: Sequence[Sequence[object]]) -> int:
+        """As :meth:`write`, for ``rows`` of one ``INSERT ... VALUES (?, ...)`` (run as
+        multi-row statements: ``Connection.execute_values``); returns the rows written."""
+        count: int = await self._group.submit(_values, self.path, doing, sql, rows)
+        return count
+
     async def _write_batch(self, ops: list[Op]) -> None:
         await self.call(_in_one_transaction, self.path, ops)
 
@@ -268,5 +274,14 @@ def _query(
 ) -> list[Any]:
     try:
         return conn.execute(sql, params).fetchall()
+    except DatabaseError as exc:
+        raise storage_error(path, exc, doing) from exc
+
+
+def _values(
+    conn: Connection, path: Path, doing: str, sql: str, rows: Sequence[Sequence[object]]
+) -> int:
+    try:
+        return conn.execute_values(sql, rows)
     except DatabaseError as exc:
         raise storage_error(path, exc, doing) from exc

@@ -637,8 +637,7 @@ class Worker:
                 if self._stopping and not self._busy:
                     assert self._drained is not None
                     self._drained.set()
-            if not self._flush_armed:
-                self._want_flush()
+            self._want_flush()
             began = now()  # this job's end, the next one's start
         if adaptive is not None and ran:
             adaptive.record((began - first) / ran, ran)

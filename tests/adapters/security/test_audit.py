@@ -172,6 +172,27 @@ async def test_sqlite_sink_persists_across_reopen(tmp_path: Path) -> None:
         assert [r.seq for r in rest.items] == [2] and rest.next_after is None
 
 
+async def test_sqlite_sink_on_its_own_connection_writes_a_taken_batch_in_order(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "jobs.db"
+    storage = SQLiteStorage(path)
+    await storage.open()
+    await storage.aclose()
+    records = [
+        AuditRecord(
+            at=float(n), event="job.submit", actor=Actor(type="key", id="ops"),
+            resource=f"job:{n}", action="submit", result="success",
+        )
+        for n in range(700)
+    ]  # fmt: skip
+    async with SQLiteAuditSink(path) as sink:
+        assert await sink.write_taken(lambda: records) == 700
+        page = await sink.read(limit=1000)
+    assert [r.resource for r in page.items] == [f"job:{n}" for n in range(700)]
+    assert [r.seq for r in page.items] == list(range(1, 701))
+
+
 def msgspec_replace(record: AuditRecord, **changes: Any) -> AuditRecord:
     import msgspec
 
