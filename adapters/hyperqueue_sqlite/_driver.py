@@ -108,11 +108,12 @@ class Connection:
     if missing; a write waits up to ``busy_timeout`` seconds for another connection's
     write lock before :data:`BusyError`. Raises :data:`DatabaseError` subclasses."""
 
-    __slots__ = ("_conn", "_cursor")
+    __slots__ = ("_conn", "_cursor", "busy_timeout")
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         conn = apsw.Connection(os.fspath(path), flags=_FLAGS)
         conn.set_busy_timeout(round(busy_timeout * 1000))
+        self.busy_timeout = busy_timeout
         self._conn = conn
         # one cursor, reused: every statement is read to the end before the next
         self._cursor = conn.cursor()

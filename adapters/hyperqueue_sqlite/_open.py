@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from pathlib import Path
 from typing import Literal
 
@@ -111,7 +112,7 @@ def prepare(conn: Connection, path: Path, synchronous: Synchronous) -> None:
             f"({tables} objects, schema version 0); refusing to add tables to it"
         )
     try:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = _switch_to_wal(conn)
         if mode.lower() != "wal":
             raise StorageError(
                 f"SQLite storage {str(path)!r}: cannot switch to WAL (journal mode stays "
@@ -125,6 +126,22 @@ def prepare(conn: Connection, path: Path, synchronous: Synchronous) -> None:
             migrate(conn)
     except DatabaseError as exc:
         raise storage_error(path, exc, "preparing the database") from exc
+
+
+def _switch_to_wal(conn: Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting up to the connection's busy timeout for
+    another connection's write lock: SQLite answers this pragma "database is locked" at
+    once, without its busy handler, so two processes opening a new file together would
+    otherwise fail one of them."""
+    deadline = time.monotonic() + conn.busy_timeout
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            return mode
+        except BusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def migrate(conn: Connection) -> None:

@@ -70,6 +70,33 @@ async def test_a_locked_file(tmp_path: Path) -> None:
         holder.close()
 
 
+async def test_a_new_file_opened_while_another_process_writes_its_first_transaction(
+    tmp_path: Path,
+) -> None:
+    """Two processes opening a new file together: the switch to WAL waits for the other's
+    write lock (within the busy timeout) instead of failing at once, as SQLite's pragma
+    does by itself."""
+    import threading
+    import time
+
+    path = tmp_path / "jobs.db"
+    other = apsw.Connection(str(path))  # the other process, creating the file
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE scratch (x)")
+    released = threading.Timer(0.3, lambda: other.execute("ROLLBACK"))
+    released.start()
+    started = time.monotonic()
+    storage = SQLiteStorage(path)
+    try:
+        await storage.open()
+        assert time.monotonic() - started >= 0.25  # it waited for the lock
+        assert await storage.counts() == {}
+    finally:
+        released.join()
+        await storage.aclose()
+        other.close()
+
+
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "jobs.db"
